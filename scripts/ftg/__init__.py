@@ -1,0 +1,1 @@
+"""Shared code of the FineTune Gemma stages: settings, errors, the Gemma chat template, model loading."""

@@ -1,0 +1,244 @@
+"""Every setting of the pipeline, with its default, in one place.
+
+Each section is a dataclass; each field has a one-line docstring right under it (shown by `--help`).
+`config.yaml` at the project root mirrors these sections with EN/RU comments; `tests/test_config.py` keeps the two
+in sync.
+
+Precedence: the defaults here < config.yaml < command-line flags (`--learning-rate 1e-4`, `--me Alice --me 12345`).
+Relative paths in config.yaml are relative to the project folder; relative paths on the command line are relative
+to the folder you are in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ftg.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.yaml"
+
+
+@dataclass
+class PathsConfig:
+    dataset_dir: Path = Path("dataset")
+    """Folder with your chat exports (searched recursively, zip files included)."""
+    data_dir: Path = Path("data")
+    """Folder where prepare_dataset writes train/eval .jsonl files and its report."""
+    output_dir: Path = Path("output")
+    """Folder for training runs, the merged model, GGUF files and reports."""
+    models_dir: Path = Path("models")
+    """Folder where download_model puts base models."""
+
+
+@dataclass
+class ModelConfig:
+    model: str = ""
+    """Base model folder. Empty: the one download_model selected last (models/selected_model.json)."""
+
+
+@dataclass
+class DataConfig:
+    format: str = "auto"
+    """Input format: auto, seed, instruction, chatgpt, claude, telegram, whatsapp, discord, sharegpt, messages."""
+    me: list[str] = field(default_factory=list)
+    """Messenger exports: your display name(s) or account id(s), whose voice the model learns."""
+    mode: str = "instruct"
+    """instruct: one user turn + reply per example; conversational: also growing history and sliding windows."""
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    """Random seed for data order, LoRA init and the train/eval split."""
+
+
+@dataclass
+class ExportConfig:
+    quant: str = "Q4_K_M"
+    """Main GGUF quantization: Q8_0, Q6_K, Q5_K_M, Q4_K_M or Q3_K_M."""
+
+
+@dataclass
+class ChatConfig:
+    system_prompt: str = ""
+    """Optional system text placed before the first user turn (Gemma has no system role)."""
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+
+
+SECTIONS: dict[str, type] = {
+    "paths": PathsConfig,
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "export": ExportConfig,
+    "chat": ChatConfig,
+}
+
+
+def field_docs(section_class: type) -> dict[str, str]:
+    """The one-line docstring under each field, read from this file's source."""
+    tree = ast.parse(inspect.getsource(section_class))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
+            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+                docs[node.target.id] = following.value.value.strip()
+    return docs
+
+
+def _field_types(section_class: type) -> dict[str, typing.Any]:
+    return typing.get_type_hints(section_class)
+
+
+def _coerce(value, expected, where: str):
+    """Check a value read from YAML or the command line against the field's type; convert where it is safe."""
+    origin = typing.get_origin(expected)
+    if expected is Path:
+        if not isinstance(value, (str, Path)):
+            raise UserError(f"{where}: expected a path, got {value!r}")
+        return Path(value)
+    if origin is list:
+        (item_type,) = typing.get_args(expected)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(v, item_type, where) for v in value]
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if expected is float:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
+    if expected is int:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise UserError(f"{where}: expected a whole number, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected a whole number, got {value!r}") from None
+    if expected is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{where}: expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def read_yaml(path: Path) -> dict:
+    """Read config.yaml into {section: {key: value}}, rejecting unknown sections and keys."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}. Fix the line it names, or delete the file to use defaults.")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} must hold sections such as 'train:' and 'data:', not {type(raw).__name__}.")
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise UserError(f"{path}: unknown section '{section}'. Known sections: {', '.join(SECTIONS)}.")
+        known = _field_types(SECTIONS[section])
+        for key in (values or {}):
+            if key not in known:
+                raise UserError(f"{path}: unknown key '{section}.{key}'. Known keys in '{section}': {', '.join(known)}.")
+    return raw
+
+
+def _make_absolute(section_obj, base: Path) -> None:
+    for name, tp in _field_types(type(section_obj)).items():
+        value = getattr(section_obj, name)
+        if tp is Path and not value.is_absolute():
+            setattr(section_obj, name, (base / value).resolve())
+
+
+def load_config(config_file: Path | None = None, overrides: dict[str, dict] | None = None) -> Config:
+    """Defaults < config.yaml < overrides ({section: {key: value}}, e.g. from the command line).
+
+    Relative paths from defaults and config.yaml resolve against the project folder; relative paths in
+    `overrides` resolve against the current directory.
+    """
+    config_file = Path(config_file) if config_file else DEFAULT_CONFIG_FILE
+    cfg = Config()
+    from_yaml = read_yaml(config_file) if config_file.exists() else {}
+    for section, values in from_yaml.items():
+        section_obj = getattr(cfg, section)
+        types = _field_types(type(section_obj))
+        for key, value in (values or {}).items():
+            setattr(section_obj, key, _coerce(value, types[key], f"{config_file}: {section}.{key}"))
+    for section in SECTIONS:
+        _make_absolute(getattr(cfg, section), PROJECT_ROOT)
+    for section, values in (overrides or {}).items():
+        section_obj = getattr(cfg, section)
+        types = _field_types(type(section_obj))
+        for key, value in values.items():
+            if key not in types:
+                raise UserError(f"unknown setting '{section}.{key}'")
+            setattr(section_obj, key, _coerce(value, types[key], f"--{key.replace('_', '-')}"))
+        _make_absolute(section_obj, Path.cwd())
+    return cfg
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, sections: list[str]) -> None:
+    """Add one `--flag` per field of the given sections, with the field's docstring as help.
+
+    Flag names are the field names with dashes; they must be unique across the sections a script uses.
+    Every flag defaults to None, meaning "not given", so config.yaml keeps its say.
+    """
+    parser.add_argument("--config", type=Path, default=None, help="settings file (default: config.yaml)")
+    for section in sections:
+        group = parser.add_argument_group(f"{section} settings (config.yaml '{section}:')")
+        docs = field_docs(SECTIONS[section])
+        for name, tp in _field_types(SECTIONS[section]).items():
+            flag = "--" + name.replace("_", "-")
+            kwargs = dict(dest=f"{section}.{name}", default=None, help=docs.get(name, ""))
+            if tp is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            elif typing.get_origin(tp) is list:
+                group.add_argument(flag, action="append", metavar="VALUE", **kwargs)
+            else:
+                group.add_argument(flag, metavar=name.upper(), **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Build the Config from parsed arguments made by add_config_arguments."""
+    overrides: dict[str, dict] = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".", 1)
+            overrides.setdefault(section, {})[key] = value
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def describe(cfg: Config, sections: list[str]) -> str:
+    """The resolved settings of some sections, one per line, for the start of every stage."""
+    lines = []
+    for section in sections:
+        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
+            lines.append(f"  {section}.{key} = {value}")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""Shared fixtures: the real Gemma 3 270M demo folder and tiny random Gemma 3 / Gemma-3n models.
+
+Everything slow to build is cached under ~/.cache/finetune-gemma (FTG_CACHE_DIR), outside the repository, so a
+second test run, or a fresh clone on the same machine, reuses it. The tiny models use the real Gemma tokenizer
+(262,144 tokens) from the demo folder, so chat templates and token ids are the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from download_model import build_demo_model
+from ftg.models import CACHE_DIR
+
+TINY_VERSION = 1
+"""Bump when the tiny configs change, so cached folders are rebuilt."""
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+requires_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """The real Gemma 3 270M as a float32 safetensors folder with Gemma's chat template (built once, ~80 s)."""
+    return build_demo_model(CACHE_DIR / "gemma-3-270m")
+
+
+def tiny_gemma3_config():
+    from transformers import Gemma3TextConfig
+
+    return Gemma3TextConfig(
+        vocab_size=262144,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=64,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
+
+
+def tiny_gemma3n_config():
+    from transformers import Gemma3nTextConfig
+
+    return Gemma3nTextConfig(
+        vocab_size=262144,
+        vocab_size_per_layer_input=262144,
+        hidden_size=64,
+        hidden_size_per_layer_input=8,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_kv_shared_layers=2,  # layers 2 and 3 reuse K/V of layers 0 and 1, as in the real E2B/E4B
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        activation_sparsity_pattern=[0.95, 0.0, 0.0, 0.0],
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        laurel_rank=8,
+        sliding_window=64,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
+
+
+def _build_tiny(name: str, make_config, model_class_name: str, tokenizer_dir: Path) -> Path:
+    import transformers
+    from transformers import AutoTokenizer
+
+    folder = CACHE_DIR / f"{name}-v{TINY_VERSION}"
+    if (folder / "done.json").exists():
+        return folder
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class_name)(make_config()).to(torch.float32)
+    # The end-of-turn token must be a stop token, as in the real -it checkpoints.
+    model.generation_config.eos_token_id = [1, 106]
+    model.generation_config.pad_token_id = 0
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
+    (partial / "done.json").write_text(json.dumps({"class": model_class_name}), encoding="utf-8")
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.replace(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3_dir(demo_model_dir) -> Path:
+    """A 2-layer random Gemma3ForCausalLM (hidden 64) with the real Gemma tokenizer and chat template."""
+    return _build_tiny("tiny-gemma3", tiny_gemma3_config, "Gemma3ForCausalLM", demo_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma3n_dir(demo_model_dir) -> Path:
+    """A 4-layer random Gemma3nForCausalLM (2 KV-shared layers) with the real Gemma tokenizer and chat template."""
+    return _build_tiny("tiny-gemma3n", tiny_gemma3n_config, "Gemma3nForCausalLM", demo_model_dir)
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """An empty project-like folder (with a Cyrillic name and a space) for stages to write into."""
+    root = tmp_path / "проект с пробелом"
+    for sub in ("dataset", "data", "output", "models"):
+        (root / sub).mkdir(parents=True)
+    return root
