@@ -56,11 +56,29 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_causal_lm(model_dir: Path, dtype, **kwargs):
-    """Load a causal LM and refuse one with weights that were missing from the checkpoint (randomly initialised)."""
+def text_model_class(model_config):
+    """The class that loads just the text model of a checkpoint.
+
+    Gemma-3n checkpoints are multimodal (Gemma3nForConditionalGeneration, with audio and vision towers that need
+    timm); Gemma3nForCausalLM reads only their language-model weights, so the towers are never loaded. Other models
+    go through AutoModelForCausalLM (Gemma 3 4B keeps its vision tower, which LoRA leaves frozen).
+    """
+    import transformers
+
+    if model_config.model_type in ("gemma3n", "gemma3n_text"):
+        return transformers.Gemma3nForCausalLM
+    return transformers.AutoModelForCausalLM
+
+
+def load_causal_lm(model_dir: Path, dtype, model_class=None, **kwargs):
+    """Load a causal LM and refuse one with weights that were missing from the checkpoint (randomly initialised).
+
+    model_class: e.g. text_model_class(config); default AutoModelForCausalLM.
+    """
     from transformers import AutoModelForCausalLM
 
-    model, info = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **kwargs)
+    model_class = model_class or AutoModelForCausalLM
+    model, info = model_class.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **kwargs)
     missing = [k for k in info.get("missing_keys", []) if k]
     if missing:
         raise UserError(

@@ -1,0 +1,287 @@
+"""Merge the best LoRA adapter of a training run into its base model.
+
+Reads:   output/runs/<run>/run.json and best/ (the latest run, or --run NAME), and the base model folder it names.
+Writes:  output/merged/ — safetensors shards of at most 2 GB, the tokenizer with Gemma's chat template, a
+         generation_config whose stop tokens include <end_of_turn>, and merge.json (which run and adapter).
+         The folder is written as output/merged.partial and renamed at the end, so it is never half-written.
+
+The base is reloaded in 16-bit (bf16; the demo model's float32 stays float32), never the 4-bit training copy.
+Running it again for the same adapter says "already merged" and does nothing (--force merges anyway).
+
+Gemma-3n: transformers 5.x neither creates nor saves k_proj/v_proj/k_norm in the KV-shared layers, but llama.cpp
+refuses a model without them. They are restored here, from the base checkpoint when it has them, else as zeros
+(those layers reuse earlier layers' K/V, so the values are never used).
+
+Run:
+    merge_lora.bat / ./merge_lora.sh
+    python scripts/merge_lora.py --run 2026-11-28_1412
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ftg.config import add_config_arguments, config_from_args, describe
+from ftg.errors import UserError, run_main
+from ftg.runs import best_adapter_dir, find_run, read_run
+
+MERGED_DIR = "merged"
+MERGE_RECORD = "merge.json"
+END_OF_TURN_ID = 106
+"""<end_of_turn> in Gemma 3 / 3n / 4 vocabularies; looked up in the tokenizer, this is only the fallback."""
+
+# Parts of the multimodal Gemma-3n checkpoint that a text-only merge leaves out; llama.cpp puts them in a separate
+# --mmproj file anyway, and the fine-tune only changes the language model.
+TOWER_MARKERS = ("vision_tower", "audio_tower", "embed_vision", "embed_audio")
+
+
+def merged_dir(cfg) -> Path:
+    return cfg.paths.output_dir / MERGED_DIR
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
+    """Refuse to start when the disk holding `folder` has less than `need_bytes` free."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise UserError(
+            f"not enough disk space for {what} in {folder}: {need_bytes / 1e9:.1f} GB needed, {free / 1e9:.1f} GB "
+            "free. Free some space (old runs in output/runs, old GGUF files) or set paths.output_dir to another disk."
+        )
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    return sorted(Path(model_dir).glob("*.safetensors"))
+
+
+def checkpoint_keys(model_dir: Path) -> dict[str, Path]:
+    """Every tensor name in a safetensors model folder, with the file that holds it."""
+    from safetensors import safe_open
+
+    keys = {}
+    for path in checkpoint_files(model_dir):
+        with safe_open(path, "pt") as handle:
+            keys.update({key: path for key in handle.keys()})
+    return keys
+
+
+def merge_dtype(config):
+    """float32 stays float32 (the demo model); everything else merges and saves as bf16 (never fp16: Gemma overflows)."""
+    import torch
+
+    stored = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return torch.float32 if str(stored) in ("float32", "torch.float32") else torch.bfloat16
+
+
+def load_base(base: Path, model_class: str, dtype):
+    """The base model in `dtype`, refusing a checkpoint with missing weights."""
+    import transformers
+
+    cls = getattr(transformers, model_class, None) if model_class else transformers.AutoModelForCausalLM
+    if cls is None:
+        raise UserError(f"run.json names model_class '{model_class}', which transformers {transformers.__version__} "
+                        "does not have. Update the environment with prepare_venv.")
+    model, info = cls.from_pretrained(base, dtype=dtype, output_loading_info=True)
+    missing = [k for k in info.get("missing_keys", []) if k]
+    if missing:
+        raise UserError(f"{base} is incomplete: {len(missing)} weights are missing (first: {missing[0]}). "
+                        "Download the base model again with download_model.")
+    return model
+
+
+def kv_shared_restorations(model, base: Path) -> dict:
+    """Gemma-3n: the k_proj/v_proj/k_norm tensors of KV-shared layers that llama.cpp needs and transformers dropped.
+
+    Taken from the base checkpoint when it has them (Google's checkpoints do), else zeros of the right shape.
+    Returns {saved key name: tensor}; empty for models without KV sharing.
+    """
+    import torch
+    from safetensors import safe_open
+
+    text_config = model.config.get_text_config()
+    if "gemma3n" not in getattr(text_config, "model_type", "") or not getattr(text_config, "num_kv_shared_layers", 0):
+        return {}
+    names = list(model.state_dict())
+    base_keys = checkpoint_keys(base)
+    restored = {}
+    for index, mode in enumerate(text_config.kv_sharing_modes):
+        if mode != "reuse":
+            continue
+        q_key = next(k for k in names if k.endswith(f"layers.{index}.self_attn.q_proj.weight") and "audio" not in k)
+        prefix = q_key[: -len("q_proj.weight")]
+        kv_out = text_config.num_key_value_heads * text_config.head_dim
+        shapes = {"k_proj.weight": (kv_out, text_config.hidden_size), "v_proj.weight": (kv_out, text_config.hidden_size),
+                  "k_norm.weight": (text_config.head_dim,)}
+        for name, shape in shapes.items():
+            if prefix + name in names:
+                continue
+            suffix = f"layers.{index}.self_attn.{name}"
+            source = next((k for k in base_keys if k.endswith(suffix) and "audio" not in k and "vision" not in k), None)
+            if source is not None:
+                with safe_open(base_keys[source], "pt") as handle:
+                    tensor = handle.get_tensor(source).to(model.dtype)
+            else:
+                tensor = torch.zeros(shape, dtype=model.dtype)
+            restored[prefix + name] = tensor
+    return restored
+
+
+def already_merged(target: Path, record: dict) -> bool:
+    path = target / MERGE_RECORD
+    if not path.exists():
+        return False
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    return old.get("adapter_sha256") == record["adapter_sha256"] and old.get("base_model") == record["base_model"]
+
+
+def save_generation_config(model, tokenizer) -> None:
+    """Stop on <end_of_turn> as well as <eos>, as Gemma's -it checkpoints do."""
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    if not isinstance(end_of_turn, int) or end_of_turn == tokenizer.unk_token_id:
+        end_of_turn = END_OF_TURN_ID
+    eos = model.generation_config.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    for token_id in (tokenizer.eos_token_id, end_of_turn):
+        if token_id is not None and token_id not in eos:
+            eos.append(token_id)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def run(cfg, run_name: str = "", force: bool = False) -> Path:
+    """Merge the run's best adapter into its base; returns output/merged/."""
+    from peft import PeftModel
+
+    from ftg.chat_template import ensure_chat_template
+
+    run_dir = find_run(cfg.paths.output_dir, run_name)
+    info = read_run(run_dir)
+    adapter = best_adapter_dir(run_dir)
+    base = Path(info["base_model"])
+    if not (base / "config.json").exists():
+        raise UserError(f"the base model of run '{info['run_name']}' is gone: {base} has no config.json. "
+                        "Put it back (download_model) or train again.")
+    target = merged_dir(cfg)
+    record = {
+        "run_name": info["run_name"],
+        "run_dir": str(run_dir),
+        "adapter": str(adapter),
+        "adapter_sha256": file_sha256(adapter / "adapter_model.safetensors"),
+        "base_model": str(base),
+        "model_class": info.get("model_class", ""),
+        "best_step": info.get("best_step"),
+        "best_eval_loss": info.get("best_eval_loss"),
+    }
+    loss = info.get("best_eval_loss")
+    print(f"Using adapter {adapter} (run {info['run_name']}, best step {info.get('best_step')}, eval loss "
+          f"{loss if loss is None else f'{loss:.4f}'})")
+    if info.get("status") == "running":
+        print("  Note: this run is still training (or was stopped); its best adapter so far is used.")
+    if not force and already_merged(target, record):
+        print(f"Already merged: {target} holds this adapter. Nothing to do (--force merges again).")
+        return target
+
+    base_bytes = sum(p.stat().st_size for p in checkpoint_files(base))
+    # The merged text model is at most the base checkpoint's size; 10% margin for the tokenizer and rounding.
+    check_free_space(cfg.paths.output_dir, int(base_bytes * 1.1), "the merged model")
+
+    from transformers import AutoConfig
+
+    base_config = AutoConfig.from_pretrained(base)
+    if getattr(base_config, "quantization_config", None):
+        raise UserError(f"{base} is a pre-quantized checkpoint; merging needs the 16-bit original. "
+                        "Download the normal model with download_model and train on it.")
+    dtype = merge_dtype(base_config)
+    started = time.time()
+    print(f"Loading the base model {base} in {str(dtype).replace('torch.', '')}...")
+    model = load_base(base, record["model_class"], dtype)
+    print("Merging the adapter...")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = PeftModel.from_pretrained(model, adapter)
+    missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
+    if missing:
+        raise UserError(f"the adapter in {adapter} does not fit the base model {base}: {missing[0][:300]}")
+    model = model.merge_and_unload()
+
+    state = model.state_dict()
+    restored = kv_shared_restorations(model, base)
+    if restored:
+        source = "zeros" if all(not t.any() for t in restored.values()) else "the base checkpoint / zeros"
+        print(f"  Gemma-3n: restored {len(restored)} K/V tensors of the KV-shared layers that transformers does not "
+              f"save and llama.cpp needs ({source}).")
+        state.update(restored)
+    saved_names = set(state)
+    left_out = sorted({m for k in checkpoint_keys(base) for m in TOWER_MARKERS if m in k}
+                      - {m for k in saved_names for m in TOWER_MARKERS if m in k})
+    if left_out:
+        print(f"  Left out on purpose: {', '.join(left_out)} (the fine-tune is text-only; the GGUF is a text model).")
+
+    tokenizer_source = adapter if (adapter / "tokenizer_config.json").exists() else base
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    ensure_chat_template(tokenizer)
+    save_generation_config(model, tokenizer)
+
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"Saving to {target} (shards of at most {cfg.export.max_shard_size})...")
+    model.save_pretrained(partial, state_dict=state, max_shard_size=cfg.export.max_shard_size)
+    tokenizer.save_pretrained(partial)
+    record.update(
+        dtype=str(dtype).replace("torch.", ""),
+        restored_tensors=sorted(restored),
+        left_out=left_out,
+        merged_at=time.strftime("%Y-%m-%d %H:%M:%S"),
+        seconds=round(time.time() - started, 1),
+    )
+    (partial / MERGE_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.replace(old)
+    partial.replace(target)
+    shutil.rmtree(old, ignore_errors=True)
+    print(f"Merged model: {target} ({time.time() - started:.0f} s)")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: the latest")
+    parser.add_argument("--force", action="store_true", help="merge again even if output/merged holds this adapter")
+    add_config_arguments(parser, ["paths", "export"])
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        print("Settings:\n" + describe(cfg, ["paths", "export"]))
+        target = run(cfg, args.run, args.force)
+        print(f"\nDone: {target}\nNext: convert_only (writes and checks the GGUF files).")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
