@@ -1,0 +1,473 @@
+"""Write the style report: output/report.html, one page that shows whether the model learned your style.
+
+Reads (each part is optional; a missing one becomes a note that names the step that makes it):
+    data/prepare_report.json, token_lengths.png      prepare_dataset: the data summary
+    output/runs/<latest run>/                        finetune_gemma: run.json and the TensorBoard train/eval loss
+    data/eval_dataset.jsonl                          prepare_dataset: the held-out conversations
+    output/finetuned_gemma.gguf                      convert_to_gguf: the tuned model
+    the base model folder                            converted once to output/base_model.gguf (see chat.py)
+    output/gguf_report.json                          convert_to_gguf: the GGUF check figures
+Writes:  output/report.html, self-contained: the charts are PNGs inside the file (data URIs), there is no external
+         CSS or script, so it opens offline and can be mailed as one file.
+
+Perplexity is computed by llama.cpp on the two GGUFs (base and tuned, the same quant type) over the last reply of
+each held-out conversation: exp(mean negative log-likelihood per token of the reply and its <end_of_turn>); the
+earlier turns are context only. Lower means your real replies surprise the model less. The sample replies are
+greedy (temperature 0), so the report is the same each time it is made from the same files.
+
+Run:
+    python scripts/report.py                      (convert_to_gguf and run_demo write it too)
+    python scripts/report.py --report-samples 20 --run 2026-11-28_1412
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import chat
+from ftg.chat_template import END_OF_TURN
+from ftg.config import add_config_arguments, config_from_args, describe
+from ftg.errors import UserError, run_main
+from ftg.runs import find_run, read_run
+
+REPORT_FILE = "report.html"
+PREPARE_REPORT = "prepare_report.json"  # prepare_conversation_data.REPORT_FILE
+HISTOGRAM_FILE = "token_lengths.png"  # prepare_conversation_data.HISTOGRAM_FILE
+EVAL_FILE = "eval_dataset.jsonl"
+GGUF_REPORT = "gguf_report.json"  # convert.REPORT_FILE
+SECTIONS = ["paths", "model", "export", "chat"]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px;
+  vertical-align: top; text-align: left; } th { background: #f3f3f3; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+.missing { background: #fff4e5; border-left: 4px solid #f0a030; padding: 0.6em 1em; }
+.good { color: #1a7f37; font-weight: bold; } .bad { color: #c62828; font-weight: bold; }
+.replies td { width: 25%; } .text { white-space: pre-wrap; word-wrap: break-word; }
+.role { color: #777; font-size: 0.85em; } img { max-width: 100%; } .small { color: #666; font-size: 0.9em; }
+"""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures (also used by bench/style_acceptance.py)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_eval_conversations(path: Path, limit: int) -> list[list[dict]]:
+    """Up to `limit` held-out conversations that end with a reply to a user message (what we score and show)."""
+    if not path.exists():
+        raise UserError(f"{path} is missing: run prepare_dataset (it writes the held-out conversations).")
+    conversations, bad = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if len(conversations) >= limit:
+                break
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+                if not all(isinstance(m["content"], str) for m in messages):
+                    raise ValueError("content is not text")
+                usable = len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user"
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            if usable:
+                conversations.append(messages)
+            else:
+                bad += 1
+    if bad:
+        print(f"  Skipped {bad} lines of {path} that are not a conversation ending with a reply.")
+    if not conversations:
+        raise UserError(f"{path} holds no usable conversation: run prepare_dataset again and read its report.")
+    return conversations
+
+
+def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: int = -1, desc: str = "") -> dict:
+    """Perplexity of a GGUF on the last (assistant) reply of each conversation; the turns before it are context.
+
+    The prompt and the reply are split by the GGUF's own chat template: the prompt is the conversation without its
+    last message plus the generation prompt; the reply is the rest of the rendered text up to its <end_of_turn>.
+    Returns {"perplexity": on the reply's words, "perplexity_with_stop": also scoring its <end_of_turn>,
+    "mean_nll": nats per word token, "tokens": word tokens scored, "conversations"}.
+    The words are the headline: a base model gives <end_of_turn> a probability near e^-30, so that one token would
+    dominate the mean and any tuned model would look far better (the GGUF check tests stopping on its own).
+    """
+    import llama_cpp
+    import numpy as np
+    from llama_cpp import Llama
+
+    try:
+        vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)  # tokenizer only: to size the context
+    except ValueError as exc:
+        raise UserError(f"llama.cpp could not load {gguf} ({exc}). Make it again with convert_only.") from None
+    if not vocab.metadata.get("tokenizer.chat_template"):
+        raise UserError(f"{gguf} has no chat template embedded. Make it again with convert_only.")
+    sequences = []
+    for messages in conversations:
+        prompt_text = chat.render_prompt(vocab, messages[:-1], add_generation_prompt=True)
+        full_text = chat.render_prompt(vocab, messages, add_generation_prompt=False)
+        if not full_text.startswith(prompt_text):
+            raise ValueError(f"the chat template of {gguf} renders a conversation that does not extend its prompt")
+        # The newline after <end_of_turn> is never generated (generation stops at <end_of_turn>), so it is not scored.
+        reply_text = full_text[len(prompt_text):].rstrip("\n")
+        words_text = reply_text.removesuffix(END_OF_TURN)
+        prompt = vocab.tokenize(prompt_text.encode("utf-8"), add_bos=False, special=True)
+        words = vocab.tokenize(words_text.encode("utf-8"), add_bos=False, special=True)
+        stop = vocab.tokenize(reply_text[len(words_text):].encode("utf-8"), add_bos=False, special=True)
+        sequences.append((prompt, words, stop))
+    vocab.close()
+
+    n_ctx = max(len(prompt) + len(words) + len(stop) for prompt, words, stop in sequences)
+    try:
+        llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False)
+    except ValueError as exc:
+        raise UserError(f"llama.cpp could not load {gguf} ({exc}). Make it again with convert_only.") from None
+    words_nll = stop_nll = 0.0
+    words_count = stop_count = 0
+    for prompt, words, stop in tqdm(sequences, desc=desc or f"perplexity {gguf.name}", unit="conv"):
+        llm.reset()
+        # The prompt in one batch, then the reply one token at a time: llama.cpp computes the 262k-wide output layer
+        # only for the last token of each batch, so no work is spent on logits of the prompt, which is not scored.
+        llm.eval(prompt)
+        reply = words + stop
+        for number, token in enumerate(reply):
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+            logits = logits.astype(np.float64)
+            peak = logits.max()
+            nll = float(peak + np.log(np.exp(logits - peak).sum()) - logits[token])
+            if number < len(words):
+                words_nll, words_count = words_nll + nll, words_count + 1
+            else:
+                stop_nll, stop_count = stop_nll + nll, stop_count + 1
+            if number + 1 < len(reply):
+                llm.eval([token])
+    llm.close()
+    if words_count == 0:
+        raise UserError(f"the held-out replies are all empty; there is nothing to score with {gguf.name}.")
+    return {"perplexity": math.exp(words_nll / words_count),
+            "perplexity_with_stop": math.exp((words_nll + stop_nll) / (words_count + stop_count)),
+            "mean_nll": words_nll / words_count, "tokens": words_count, "conversations": len(sequences)}
+
+
+def sample_replies(gguf: Path, conversations: list[list[dict]], chat_cfg, desc: str = "") -> list[str]:
+    """Greedy replies of a GGUF to each conversation without its last message (at most chat.report_reply_tokens)."""
+    llm = chat.load_model(gguf, chat_cfg)
+    replies = []
+    reserve = min(chat_cfg.report_reply_tokens, llm.n_ctx() // 2)
+    for messages in tqdm(conversations, desc=desc or f"replies {gguf.name}", unit="reply"):
+        prompt = chat.fit_to_context(llm, messages[:-1], reserve)
+        replies.append(chat.generate_reply(llm, prompt, chat_cfg.report_reply_tokens).strip())
+    llm.close()
+    return replies
+
+
+def loss_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """{"train/loss": [(step, loss), ...], "eval/loss": [...]} from the run's TensorBoard events (Trainer's tags)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder = run_dir / "tensorboard"
+    if not folder.is_dir():
+        return {}
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0 = keep every point
+    events.Reload()
+    curves = {}
+    for tag in ("train/loss", "eval/loss"):
+        if tag in events.Tags()["scalars"]:
+            # A resumed run logs the steps after its checkpoint again: the later value wins.
+            points = {event.step: event.value for event in events.Scalars(tag)}
+            curves[tag] = sorted((step, value) for step, value in points.items() if math.isfinite(value))
+    return curves
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HTML pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(draw) -> bytes:
+    """draw(axes) on a fresh matplotlib figure, returned as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4))
+    draw(axes)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def table(header: list[str], rows: list[list], numeric: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td class=\"num\">{esc(v)}</td>" if i in numeric else f"<td>{esc(v)}</td>"
+                         for i, v in enumerate(row)) + "</tr>"
+        for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def missing(text: str) -> str:
+    return f'<p class="missing">{esc(text)}</p>'
+
+
+def read_json(path: Path, made_by: str) -> dict:
+    if not path.exists():
+        raise UserError(f"{path} is missing: {made_by} makes it.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}): run {made_by} again.") from None
+
+
+def counts(mapping) -> str:
+    return ", ".join(f"{key} {value:,}" for key, value in (mapping or {}).items()) or "none"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def data_section(cfg) -> str:
+    data_dir = cfg.paths.data_dir
+    report = read_json(data_dir / PREPARE_REPORT, "prepare_dataset")
+    lengths = report.get("token_lengths", {})
+    rows = [
+        ["input folder", report.get("input", "?")],
+        ["mode", report.get("mode", "?")],
+        ["files read", report.get("files_read", "?")],
+        ["files failed", len(report.get("files_failed", []))],
+        ["formats", counts(report.get("formats"))],
+        ["conversations (train / eval)",
+         f"{report.get('conversations', '?')} ({report.get('conversations_train', '?')} / "
+         f"{report.get('conversations_eval', '?')})"],
+        ["messages read", report.get("messages_read", "?")],
+        ["messages used", report.get("messages_used", "?")],
+        ["messages skipped", counts(report.get("messages_skipped"))],
+        ["personal data replaced", counts(report.get("pii_replaced"))],
+        ["examples train / eval", f"{report.get('examples_train', '?')} / {report.get('examples_eval', '?')}"],
+        ["duplicates dropped", report.get("examples_duplicate_dropped", "?")],
+        ["example length (tokens)", f"mean {lengths.get('mean', '?')}, 95% under {lengths.get('p95', '?')}, "
+                                    f"longest {lengths.get('max', '?')}, limit {lengths.get('limit', '?')}"],
+    ]
+    parts = [table(["", "value"], rows)]
+    failed = report.get("files_failed", [])
+    if failed:
+        parts.append("<p>Files that could not be read:</p>"
+                     + table(["file", "problem"], [[f.get("file", "?"), f.get("problem", "?")] for f in failed]))
+    histogram = data_dir / HISTOGRAM_FILE
+    if histogram.exists():
+        parts.append(f'<img alt="example lengths" src="{png_data_uri(histogram.read_bytes())}">')
+    return "".join(parts)
+
+
+def training_section(cfg, run_name: str) -> str:
+    run_dir = find_run(cfg.paths.output_dir, run_name)
+    info = read_run(run_dir)
+    best_loss = info.get("best_eval_loss")
+    rows = [["run", info["run_name"]], ["base model", info["base_model"]], ["status", info.get("status") or "-"],
+            ["steps", info.get("last_step") or "-"], ["best step", info.get("best_step") or "-"],
+            ["best eval loss", "-" if best_loss is None else f"{best_loss:.4f}"]]
+    parts = [table(["", "value"], rows)]
+    curves = loss_curves(run_dir)
+    if curves:
+        def draw(axes):
+            if "train/loss" in curves:
+                axes.plot(*zip(*curves["train/loss"]), ".-", markersize=3, label="train loss", alpha=0.7)
+            if "eval/loss" in curves:
+                axes.plot(*zip(*curves["eval/loss"]), "o-", label="eval loss (held-out)")
+            axes.set_xlabel("step")
+            axes.set_ylabel("loss (nats per reply token)")
+            axes.grid(alpha=0.3)
+            axes.legend()
+
+        parts.append(f'<img alt="loss curves" src="{png_data_uri(figure_png(draw))}">')
+        parts.append('<p class="small">The eval loss at step 0 is the base model\'s. It should fall, then level off; '
+                     "if it rises while the train loss keeps falling, the model memorises (fewer epochs help).</p>")
+    elif (run_dir / "loss.png").exists():
+        parts.append(f'<img alt="loss curves" src="{png_data_uri((run_dir / "loss.png").read_bytes())}">')
+    else:
+        parts.append(missing(f"No loss values logged yet in {run_dir / 'tensorboard'}: let finetune_gemma reach its "
+                             "first log step."))
+    return "".join(parts)
+
+
+def style_section(cfg) -> tuple[str, str]:
+    """The perplexity table and the side-by-side replies; returns (html, one-line summary for the top)."""
+    chat_cfg = cfg.chat
+    conversations = read_eval_conversations(cfg.paths.data_dir / EVAL_FILE,
+                                            max(chat_cfg.report_eval_examples, chat_cfg.report_samples))
+    tuned = cfg.paths.output_dir / chat.TUNED_FILE
+    if not tuned.exists():
+        raise UserError(f"{tuned} is missing: convert_to_gguf makes it (finetune_gemma runs it at the end).")
+    scored = conversations[: chat_cfg.report_eval_examples]
+    shown = conversations[: chat_cfg.report_samples]
+    # The tuned file first: converting the base is wasted when the tuned file is broken.
+    models = {"tuned": tuned}
+    figures = {"tuned": reply_perplexity(tuned, scored, chat_cfg.n_gpu_layers, "perplexity tuned")}
+    replies = {"tuned": sample_replies(tuned, shown, chat_cfg, "replies tuned")}
+    base_problem = ""
+    try:
+        models["base"] = chat.ensure_base_gguf(cfg)
+    except UserError as exc:
+        base_problem = f"The base model could not be compared: {exc}"
+    if "base" in models:
+        figures["base"] = reply_perplexity(models["base"], scored, chat_cfg.n_gpu_layers, "perplexity base")
+        replies["base"] = sample_replies(models["base"], shown, chat_cfg, "replies base")
+
+    parts = [missing(base_problem)] if base_problem else []
+    rows = [[name, models[name].name, f"{figures[name]['perplexity']:.2f}", f"{figures[name]['mean_nll']:.4f}",
+             f"{figures[name]['perplexity_with_stop']:.2f}", figures[name]["tokens"]]
+            for name in ("base", "tuned") if name in figures]
+    parts.append(f"<p>On the last reply of {figures['tuned']['conversations']} held-out conversations, computed by "
+                 "llama.cpp on the GGUF files; lower is better. The last column also scores the &lt;end_of_turn&gt; "
+                 "that ends each reply, which a base model finds very unlikely.</p>")
+    parts.append(table(["model", "file", "perplexity", "nats per token", "with <end_of_turn>", "reply tokens"], rows,
+                       {2, 3, 4, 5}))
+    summary = f"tuned perplexity {figures['tuned']['perplexity']:.2f}"
+    if "base" in figures:
+        change = figures["tuned"]["perplexity"] / figures["base"]["perplexity"] - 1
+        verdict = "good" if change < 0 else "bad"
+        summary = (f"perplexity on held-out replies: base {figures['base']['perplexity']:.2f} → tuned "
+                   f"{figures['tuned']['perplexity']:.2f} ({change:+.0%})")
+        parts.append(f'<p class="{verdict}">{esc(summary)}</p>')
+
+        def draw(axes):
+            axes.bar(["base", "tuned"], [figures["base"]["perplexity"], figures["tuned"]["perplexity"]],
+                     color=["#999999", "#4c72b0"])
+            axes.set_ylabel("perplexity on held-out replies")
+
+        parts.append(f'<img alt="perplexity" style="max-width: 500px" src="{png_data_uri(figure_png(draw))}">')
+
+    parts.append(f"<h3>{len(shown)} held-out conversations</h3><p class=\"small\">Greedy replies, at most "
+                 f"{chat_cfg.report_reply_tokens} tokens; neither model saw these conversations in training.</p>")
+    header = "<tr><th>conversation</th><th>real reply</th><th>base model</th><th>fine-tuned</th></tr>"
+    rows = []
+    for number, messages in enumerate(shown):
+        context = "".join(f'<div><span class="role">{esc(m["role"])}:</span> <span class="text">{esc(m["content"])}'
+                          f"</span></div>" for m in messages[:-1][-3:])  # the last 3 turns are enough to follow
+        base_reply = replies["base"][number] if "base" in replies else "(not available)"
+        cells = [messages[-1]["content"], base_reply, replies["tuned"][number]]
+        rows.append(f"<tr><td>{context}</td>" + "".join(f'<td class="text">{esc(c)}</td>' for c in cells) + "</tr>")
+    parts.append(f'<table class="replies">{header}{"".join(rows)}</table>')
+    return "".join(parts), summary
+
+
+def gguf_section(cfg) -> str:
+    report = read_json(cfg.paths.output_dir / GGUF_REPORT, "convert_to_gguf")
+    reference = report.get("reference", {})
+    status = report.get("status", "?")
+    parts = [f'<p>Status: <span class="{"good" if status == "passed" else "bad"}">{esc(status)}</span>; compared '
+             f"with the merged model on {esc(reference.get('positions', '?'))} positions of "
+             f"{esc(reference.get('conversations', '?'))} conversations from {esc(reference.get('source', '?'))}; "
+             f"required top-1 agreement for the unquantized file: {esc(report.get('min_top1_agreement', '?'))}.</p>"]
+    rows = []
+    for row in report.get("files", []):
+        logits = row.get("logits", {})
+        top1 = logits.get("top1_agreement")
+        kl = logits.get("mean_kl")
+        rows.append([
+            Path(row.get("file", "?")).name, row.get("type", "?"), f"{row.get('size_bytes', 0) / 1e6:,.0f} MB",
+            "yes" if row.get("load") else "NO",
+            "same" if row.get("tokenizer", {}).get("ok") else ("DIFFERENT" if "tokenizer" in row else "-"),
+            "-" if top1 is None else f"{top1:.1%}", "-" if kl is None else f"{kl:.5f}",
+            "ok" if row.get("reply", {}).get("ok") else ("BAD" if "reply" in row else "-"),
+            "; ".join(row.get("problems", [])) or ("" if row.get("load") else row.get("error", "")),
+        ])
+    parts.append(table(["file", "type", "size", "loads", "tokenizer", "top-1 agreement", "mean KL", "reply",
+                        "problems"], rows, {2, 5, 6}))
+    replies = [(Path(row.get("file", "?")).name, row["reply"]["text"]) for row in report.get("files", [])
+               if row.get("reply", {}).get("text") is not None]
+    if replies:
+        parts.append("<p>The reply check's reply of each file:</p>"
+                     + table(["file", "reply"], [[name, text] for name, text in replies]))
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The page
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def run(cfg, run_name: str = "") -> Path:
+    """Build output/report.html from whatever the earlier stages left; returns its path."""
+    started = time.time()
+    summary = ""
+    sections = []
+
+    def add(title: str, build) -> None:
+        try:
+            body = build()
+        except UserError as exc:  # a missing input: say which, and which step makes it, then carry on
+            body = missing(str(exc))
+        sections.append(f"<h2>{esc(title)}</h2>{body}")
+
+    def style() -> str:
+        nonlocal summary
+        body, summary = style_section(cfg)
+        return body
+
+    add("Style: base model against fine-tuned", style)
+    add("Training", lambda: training_section(cfg, run_name))
+    add("Data", lambda: data_section(cfg))
+    add("GGUF check", lambda: gguf_section(cfg))
+
+    created = time.strftime("%Y-%m-%d %H:%M")
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>FineTune Gemma report</title>'
+            f"<style>{STYLE}</style></head><body><h1>FineTune Gemma: style report</h1>"
+            f'<p class="small">Made {esc(created)} from {esc(cfg.paths.output_dir)}.</p>'
+            + (f"<p><b>{esc(summary)}</b></p>" if summary else "")
+            + "".join(sections) + "</body></html>\n")
+    target = cfg.paths.output_dir / REPORT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(REPORT_FILE + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    print(f"Report written in {time.time() - started:.0f} s" + (f": {summary}" if summary else ""))
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: the latest")
+    add_config_arguments(parser, SECTIONS)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        print("Settings:\n" + describe(cfg, ["paths", "chat"]))
+        target = run(cfg, args.run)
+        print(f"\nDone: {target} (open it in a browser)\nNext: chat (talk to the model; chat --compare shows the "
+              "base model's reply beside it).")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""scripts/chat.py, driven with scripted input on the real Gemma 3 270M converted to GGUF.
+
+The demo folder is converted once by chat.ensure_base_gguf (the same code --compare uses) into
+~/.cache/finetune-gemma/demo-gguf; its base_model.json records the folder's fingerprint, so a later session reuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import chat
+from ftg.config import PROJECT_ROOT, load_config
+from ftg.models import CACHE_DIR
+
+CHAT_SCRIPT = PROJECT_ROOT / "scripts" / "chat.py"
+GREEDY = ["--temperature", "0", "--max-tokens", "8"]
+
+
+@pytest.fixture(scope="session")
+def demo_gguf(demo_model_dir) -> Path:
+    """The demo model as a Q4_K_M GGUF with Gemma's chat template embedded (converted once, ~25 s)."""
+    cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / "demo-gguf"},
+                                 "model": {"model": str(demo_model_dir)}})
+    return chat.ensure_base_gguf(cfg, demo_model_dir)
+
+
+def place(source: Path, target: Path) -> None:
+    """Put a GGUF into a test project without copying 250 MB where a hard link works."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def run_chat(args: list[str], stdin: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CHAT_SCRIPT), *args], input=stdin, capture_output=True, text=True,
+                          encoding="utf-8", cwd=cwd, timeout=300)
+
+
+def events(stdout: str) -> list[tuple[str, str]]:
+    """The transcript after the banner as (label, text) pairs: ("you> ", what followed the prompt), ("model> ", reply)."""
+    transcript = stdout[stdout.index("Type a message"):]
+    parts = re.split(r"(you> |model> |base> |tuned> )", transcript)
+    return [(label, text.strip()) for label, text in zip(parts[1::2], parts[2::2])]
+
+
+def test_gguf_carries_the_tokenizer_folders_chat_template(demo_gguf, demo_model_dir):
+    from llama_cpp import Llama
+
+    vocab = Llama(model_path=str(demo_gguf), vocab_only=True, verbose=False)
+    assert vocab.metadata["tokenizer.chat_template"] == (demo_model_dir / "chat_template.jinja").read_text("utf-8")
+    # Gemma has no system role: the embedded template puts the system text before the first user turn.
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Привет!"}]
+    assert chat.render_prompt(vocab, messages) == (
+        "<bos><start_of_turn>user\nBe brief.\n\nПривет!<end_of_turn>\n<start_of_turn>model\n")
+    vocab.close()
+
+
+def test_chat_streams_replies_resets_and_exits(demo_gguf, project_copy):
+    place(demo_gguf, project_copy / "output" / "finetuned_gemma.gguf")
+    system = "Answer in one word."
+    result = run_chat(["--output-dir", "output", "--system-prompt", system, *GREEDY],
+                      "Hello there!\n/reset\n\n/help\nWhat is your name?\n/exit\nnever read\n", project_copy)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+
+    # The replies the model gives to the same calls in this process (greedy, so the same tokens).
+    cfg = load_config(overrides={"chat": {"system_prompt": system, "temperature": 0, "max_tokens": 8}})
+    llm = chat.load_model(demo_gguf, cfg.chat)
+    first = chat.generate_reply(llm, [{"role": "system", "content": system},
+                                      {"role": "user", "content": "Hello there!"}], 8).strip()
+    # After /reset the history is gone: the second reply answers the second message alone.
+    second = chat.generate_reply(llm, [{"role": "system", "content": system},
+                                       {"role": "user", "content": "What is your name?"}], 8).strip()
+    llm.close()
+    assert first and second
+
+    assert f"System prompt: {system}" in out
+    assert "Running on CPU" in out or "Running on GPU" in out
+    assert events(out) == [
+        ("you> ", ""), ("model> ", first),
+        ("you> ", "(new conversation)"),
+        ("you> ", ""),  # the empty line: asked again
+        ("you> ", "Unknown command /help. Commands: /reset (new conversation), /exit (quit)."),
+        ("you> ", ""), ("model> ", second),
+        ("you> ", "Bye."),  # /exit; the line after it is never read
+    ]
+    assert "<end_of_turn>" not in out and "<start_of_turn>" not in out
+
+
+def test_chat_keeps_the_history_without_reset(demo_gguf, project_copy):
+    place(demo_gguf, project_copy / "output" / "finetuned_gemma.gguf")
+    # End of input (Ctrl-D) ends the chat like /exit.
+    result = run_chat(["--output-dir", "output", *GREEDY], "My name is Олег.\nWhat is my name?\n", project_copy)
+    assert result.returncode == 0, result.stderr
+
+    cfg = load_config(overrides={"chat": {"temperature": 0, "max_tokens": 8}})
+    llm = chat.load_model(demo_gguf, cfg.chat)
+    history = [{"role": "user", "content": "My name is Олег."}]
+    first = chat.generate_reply(llm, history, 8).strip()
+    history += [{"role": "assistant", "content": first}, {"role": "user", "content": "What is my name?"}]
+    second = chat.generate_reply(llm, history, 8).strip()
+    llm.close()
+    assert events(result.stdout) == [("you> ", ""), ("model> ", first), ("you> ", ""), ("model> ", second),
+                                     ("you> ", "Bye.")]
+
+
+def test_compare_shows_base_then_tuned(demo_gguf, demo_model_dir, project_copy):
+    output = project_copy / "output"
+    place(demo_gguf, output / "finetuned_gemma.gguf")
+    # The base GGUF that ensure_base_gguf made for this base folder: chat must reuse it, not convert again.
+    place(demo_gguf, output / chat.BASE_FILE)
+    shutil.copyfile(demo_gguf.with_name(chat.BASE_RECORD), output / chat.BASE_RECORD)
+    result = run_chat(["--output-dir", "output", "--model", str(demo_model_dir), "--compare", *GREEDY],
+                      "Hi!\n/exit\n", project_copy)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "(made before from" in out and "Converting" not in out
+    assert "Base model:  " in out and "Tuned model: " in out
+    said = events(out)
+    assert [label for label, _ in said] == ["you> ", "base> ", "tuned> ", "you> "]
+    base_reply, tuned_reply = said[1][1], said[2][1]
+    assert base_reply and tuned_reply
+    # Both files hold the same model here, so greedy decoding gives the same reply: the labels are the only change.
+    assert base_reply == tuned_reply
+
+
+def test_missing_damaged_and_templateless_files_are_one_line_errors(project_copy):
+    from download_model import demo_gguf_path
+
+    result = run_chat(["--output-dir", "output"], "Hi\n", project_copy)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: ") and "finetuned_gemma.gguf does not exist" in last and "convert_to_gguf" in last
+
+    (project_copy / "output" / "finetuned_gemma.gguf").write_bytes(b"GGUF but not really" * 100)
+    result = run_chat(["--output-dir", "output"], "Hi\n", project_copy)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "ERROR: llama.cpp could not load" in result.stderr.strip().splitlines()[-1]
+
+    # The demo model's source GGUF has no chat template: llama-cpp-python would silently use a Llama-2 format.
+    result = run_chat(["--gguf", str(demo_gguf_path())], "Hi\n", project_copy)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "has no chat template embedded" in result.stderr.strip().splitlines()[-1]
+
+
+def test_long_conversations_drop_their_oldest_turns(demo_gguf):
+    cfg = load_config()
+    llm = chat.load_model(demo_gguf, cfg.chat, n_ctx=128)
+    system = [{"role": "system", "content": "Be brief."}]
+    turns = []
+    for number in range(40):  # about 800 tokens
+        turns += [{"role": "user", "content": f"Question number {number}, please answer it."},
+                  {"role": "assistant", "content": f"Answer number {number}, here it is."}]
+    turns.append({"role": "user", "content": "Last question?"})
+    fitted = chat.fit_to_context(llm, system + turns, reserve=32)
+    # llama.cpp rounds the context up (to 256 tokens here), so the limit is what it reports.
+    assert len(chat.prompt_tokens(llm, fitted)) <= llm.n_ctx() - 32 < len(chat.prompt_tokens(llm, system + turns))
+    assert fitted[0] == system[0] and fitted[-1] == turns[-1]
+    assert fitted[1]["role"] == "user" and 3 <= len(fitted) < len(turns)
+    assert fitted[1:] == turns[len(turns) - (len(fitted) - 1):]  # the newest turns, in order
+    llm.close()

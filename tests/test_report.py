@@ -1,0 +1,162 @@
+"""scripts/report.py: one self-contained HTML page, made from whatever the earlier stages left, on the real 270M."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+import chat
+import report
+from ftg.config import load_config
+from test_chat import demo_gguf, place  # noqa: F401  (the session fixture: the demo model as a GGUF)
+
+EVAL_CONVERSATIONS = [
+    [{"role": "user", "content": "Hi! How are you?"},
+     {"role": "assistant", "content": "Good, thanks & you? <script>alert('x')</script> — Bob"}],
+    [{"role": "system", "content": "You are Bob."}, {"role": "user", "content": "Привет, как дела?"},
+     {"role": "assistant", "content": "Нормально, работаю. — Bob"}],
+    [{"role": "user", "content": "Plans for today?"}, {"role": "assistant", "content": "Coding."},
+     {"role": "user", "content": "What language?"}, {"role": "assistant", "content": "Python, as always. — Bob"}],
+]
+
+
+def write_eval_file(data_dir, conversations, extra_lines=()):
+    with open(data_dir / "eval_dataset.jsonl", "w", encoding="utf-8") as handle:
+        for number, messages in enumerate(conversations):
+            handle.write(json.dumps({"messages": messages, "conversation_id": f"c{number}", "source": "test"},
+                                    ensure_ascii=False) + "\n")
+        for line in extra_lines:
+            handle.write(line + "\n")
+
+
+def write_training_run(output_dir):
+    """A run folder as finetune_gemma leaves it: run.json and TensorBoard scalars under the Trainer's tags."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = output_dir / "runs" / "test-run"
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    for step in range(1, 21):
+        writer.add_scalar("train/loss", 3.0 - 0.1 * step, step)
+    for step in (0, 10, 20):
+        writer.add_scalar("eval/loss", 3.2 - 0.05 * step, step)
+    writer.close()
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_name": "test-run", "base_model": "/models/gemma", "status": "finished", "best_step": 20,
+        "best_eval_loss": 2.2, "last_step": 20}), encoding="utf-8")
+    (output_dir / "runs" / "latest_run.txt").write_text("test-run", encoding="utf-8")
+
+
+class PageCheck(HTMLParser):
+    """Collects what a browser would fetch from outside the file."""
+
+    def __init__(self):
+        super().__init__()
+        self.external, self.images, self.scripts = [], 0, 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key) and not attrs[key].startswith("data:"):
+                self.external.append(f"{tag} {key}={attrs[key]}")
+        self.images += tag == "img" and attrs.get("src", "").startswith("data:image/png;base64,")
+        self.scripts += tag == "script"
+
+
+def test_report_shows_every_part_in_one_offline_page(demo_gguf, demo_model_dir, project_copy):  # noqa: F811
+    data_dir, output_dir = project_copy / "data", project_copy / "output"
+    write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
+    (data_dir / "prepare_report.json").write_text(json.dumps({
+        "input": "dataset", "mode": "instruct", "files_read": 2, "files_failed": [{"file": "bad<1>.json",
+        "problem": "not JSON"}], "formats": {"telegram": 1, "chatgpt": 1}, "conversations": 30,
+        "conversations_train": 27, "conversations_eval": 3, "messages_read": 500, "messages_used": 480,
+        "messages_skipped": {"media only": 20}, "pii_replaced": {"email": 3}, "examples_train": 120,
+        "examples_eval": 3, "examples_duplicate_dropped": 4, "token_lengths": {"max": 300, "mean": 80.5, "p95": 200,
+        "limit": 1024}}), encoding="utf-8")
+    write_training_run(output_dir)
+    place(demo_gguf, output_dir / "finetuned_gemma.gguf")
+    place(demo_gguf, output_dir / chat.BASE_FILE)
+    (output_dir / chat.BASE_RECORD).write_bytes(demo_gguf.with_name(chat.BASE_RECORD).read_bytes())
+    (output_dir / "gguf_report.json").write_text(json.dumps({
+        "status": "passed", "min_top1_agreement": 0.99,
+        "reference": {"source": "data/eval_dataset.jsonl", "conversations": 3, "positions": 150},
+        "files": [{"file": str(output_dir / "finetuned_gemma-F16.gguf"), "type": "F16", "size_bytes": 543_000_000,
+                   "load": True, "tokenizer": {"ok": True}, "logits": {"top1_agreement": 0.9987, "mean_kl": 0.00012},
+                   "reply": {"ok": True, "text": "Fine <b>thanks</b>"}, "problems": []}]}), encoding="utf-8")
+
+    exit_code = report.main(["--data-dir", str(data_dir), "--output-dir", str(output_dir), "--model",
+                             str(demo_model_dir), "--report-samples", "2", "--report-reply-tokens", "8",
+                             "--report-eval-examples", "3"])
+    assert exit_code == 0
+    page = (output_dir / "report.html").read_text(encoding="utf-8")
+    check = PageCheck()
+    check.feed(page)
+    assert check.external == [] and check.scripts == 0
+    assert check.images == 2  # the loss curves and the perplexity bars
+    # Every text from the data is escaped: the <script> in a real reply shows as text.
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page and "<b>thanks" not in page
+    assert "Fine &lt;b&gt;thanks&lt;/b&gt;" in page
+    for heading in ("Style: base model against fine-tuned", "Training", "Data", "GGUF check"):
+        assert f"<h2>{heading}</h2>" in page
+    assert 'class="missing"' not in page
+    assert "Нормально, работаю. — Bob" in page and "Python, as always" not in page  # 2 shown; the third only scored
+    assert "Good, thanks &amp; you?" in page and "Привет, как дела?" in page
+    match = re.search(r"perplexity on held-out replies: base ([\d.]+) → tuned ([\d.]+) \(\+0%\)", page)
+    assert match and match.group(1) == match.group(2)  # the same file on both sides
+    assert 1 < float(match.group(1)) < 1e6
+    assert "99.9%" in page and "telegram 1, chatgpt 1" in page and "bad&lt;1&gt;.json" in page
+    assert "best eval loss</td><td>2.2000" in page
+
+
+def test_report_names_the_missing_inputs_and_their_steps(project_copy):
+    cfg = load_config(overrides={"paths": {"data_dir": project_copy / "data", "output_dir": project_copy / "output",
+                                           "models_dir": project_copy / "models"}})
+    page = report.run(cfg).read_text(encoding="utf-8")
+    notes = re.findall(r'<p class="missing">(.*?)</p>', page)
+    assert len(notes) == 4
+    assert "eval_dataset.jsonl is missing: run prepare_dataset" in notes[0]
+    assert "Run finetune_gemma first" in notes[1]
+    assert "prepare_report.json is missing: prepare_dataset makes it" in notes[2]
+    assert "gguf_report.json is missing: convert_to_gguf makes it" in notes[3]
+
+    # A damaged tuned GGUF is a note too, not a crash.
+    write_eval_file(project_copy / "data", EVAL_CONVERSATIONS)
+    (project_copy / "output" / "finetuned_gemma.gguf").write_bytes(b"not a model" * 100)
+    page = report.run(cfg).read_text(encoding="utf-8")
+    notes = re.findall(r'<p class="missing">(.*?)</p>', page)
+    assert "llama.cpp could not load" in notes[0] and "convert_only" in notes[0]
+
+
+def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir):  # noqa: F811
+    """The reply-only loss from llama.cpp equals the one transformers computes on the same tokens (Q4_K_M vs fp32:
+    within 0.1 nats per token). A prompt/reply split that is off by one token would be far outside."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ftg.models import load_tokenizer
+
+    figures = report.reply_perplexity(demo_gguf, EVAL_CONVERSATIONS, n_gpu_layers=0)
+    tokenizer = load_tokenizer(demo_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
+    words_nll = all_nll = 0.0
+    words = 0
+    for messages in EVAL_CONVERSATIONS:
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        reply = full[len(prompt):].rstrip("\n")
+        assert reply == messages[-1]["content"] + "<end_of_turn>"
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + reply_ids])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+        nll = [-log_probs[k - 1, ids[0, k]].item() for k in range(len(prompt_ids), ids.shape[1])]
+        words_nll += sum(nll[:-1])  # the last reply token is <end_of_turn>
+        all_nll += sum(nll)
+        words += len(nll) - 1
+    assert figures["tokens"] == words and figures["conversations"] == 3
+    assert figures["mean_nll"] == pytest.approx(words_nll / words, abs=0.1)
+    assert math.log(figures["perplexity_with_stop"]) == pytest.approx(all_nll / (words + 3), abs=0.1)
