@@ -1,0 +1,118 @@
+"""Causal-LM loss that never holds the full [tokens x vocabulary] logits (Gemma's vocabulary is 262k).
+
+The model's own loss computes `lm_head(hidden)` for every token at once, softcaps it, upcasts it to float32 and keeps
+it for the backward pass: 4096 tokens x 262,400 x (2 + 4 + 4) bytes = 10.7 GB on top of the model. Here only the
+tokens that carry a label are projected, a chunk at a time, and each chunk's logits are recomputed in the backward
+pass (torch.utils.checkpoint) instead of being kept, so the extra memory is one chunk's logits:
+1024 tokens x 262,400 x ~16 bytes = 4.3 GB at most, freed before the next chunk.
+
+The function applies `final_logit_softcapping` (Gemma-3n: 30.0) exactly as the model's forward does
+(logits / cap -> tanh -> * cap), and reduces the way transformers' ForCausalLMLoss does (labels shifted left by one;
+sum / num_items_in_batch when the Trainer passes it, else the mean over labelled tokens), so training computes the
+same function as inference and the same loss as the plain path (tests/test_chunked_loss.py checks within 1e-5).
+
+liger-kernel and cut-cross-entropy do this in fused Triton/CUDA kernels (faster, no recompute) but need CUDA, and
+liger has no Gemma-3n patch; this plain-torch version runs everywhere.
+
+Use: `enable_chunked_loss(model)` on the model (PEFT-wrapped or not) before building the Trainer.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+IGNORE_INDEX = -100
+
+DEFAULT_CHUNK_TOKENS = 1024
+"""Tokens projected to the vocabulary at once: 1024 x 262k x ~16 bytes (bf16 logits, softcap temporaries, fp32
+log-softmax) ~ 4 GB transient. Smaller saves memory; below ~256 the lm_head matmuls get too small to be efficient."""
+
+
+def _chunk_loss_sum(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Module, softcap: float | None):
+    logits = lm_head(hidden)
+    if softcap is not None:  # exactly the model's forward: logits / cap -> tanh -> * cap, in the compute dtype
+        logits = logits / softcap
+        logits = torch.tanh(logits)
+        logits = logits * softcap
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def chunked_causal_lm_loss(
+    hidden_states: torch.Tensor,
+    lm_head: torch.nn.Module,
+    labels: torch.Tensor | None,
+    softcap: float | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    shift_labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of lm_head(hidden_states) against the next-token labels, computed chunk by chunk.
+
+    hidden_states: [batch, seq, hidden], the decoder's final (normed) output.
+    labels: [batch, seq] with -100 where no loss is taken; shifted here (token i predicts label i+1), unless
+        shift_labels (already shifted) is given, as transformers' ForCausalLMLoss does.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    # Unlabelled positions (user turns, headers, packing separators) add 0 to the sum and nothing to the gradient:
+    # skip their 262k-wide projection entirely.
+    keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
+    hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
+    total = hidden_states.new_zeros((), dtype=torch.float32)
+    for start in range(0, targets.shape[0], chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_chunk_loss_sum, hidden[part], targets[part], lm_head, softcap,
+                                       use_reentrant=False)
+        else:
+            total = total + _chunk_loss_sum(hidden[part], targets[part], lm_head, softcap)
+    if num_items_in_batch is None:
+        return total / targets.shape[0]  # mean over labelled tokens (0/0 = nan when none, as F.cross_entropy gives)
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def _forward_with_chunked_loss(self, input_ids=None, attention_mask=None, position_ids=None, labels=None,
+                               logits_to_keep=0, **kwargs):
+    """Replaces a *ForCausalLM's forward: the usual forward without labels; with labels, the loss only (no logits)."""
+    if labels is None and kwargs.get("shift_labels") is None:
+        return self._forward_without_chunked_loss(input_ids=input_ids, attention_mask=attention_mask,
+                                                  position_ids=position_ids, logits_to_keep=logits_to_keep, **kwargs)
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+    shift_labels = kwargs.pop("shift_labels", None)
+    outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+    loss = chunked_causal_lm_loss(
+        outputs.last_hidden_state,
+        self.lm_head,
+        labels,
+        softcap=self.config.get_text_config().final_logit_softcapping,
+        chunk_tokens=self._chunked_loss_tokens,
+        num_items_in_batch=num_items_in_batch,
+        shift_labels=shift_labels,
+    )
+    return CausalLMOutputWithPast(loss=loss, logits=None)
+
+
+def enable_chunked_loss(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+    """Make `model` (a Gemma *ForCausalLM, or a PEFT model around one) compute its training loss chunk by chunk.
+
+    The instance's forward is replaced (the way liger-kernel patches models); calls without labels, such as
+    generate(), run the original forward unchanged. Returns the model.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(causal_lm, "lm_head") or not hasattr(causal_lm, "model"):
+        raise TypeError(f"{type(causal_lm).__name__} has no .model/.lm_head: chunked loss does not apply")
+    if not hasattr(causal_lm, "_forward_without_chunked_loss"):
+        causal_lm._forward_without_chunked_loss = causal_lm.forward
+    causal_lm._chunked_loss_tokens = chunk_tokens
+    causal_lm.forward = types.MethodType(_forward_with_chunked_loss, causal_lm)
+    return model

@@ -1,0 +1,50 @@
+"""bench/train_throughput.py --tiny runs end to end on the CPU, so the GPU benchmark cannot rot between GPU sessions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_throughput_tiny(tmp_path):
+    out = tmp_path / "bench out"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "train_throughput.py"), "--tiny", "--out", str(out)],
+        capture_output=True, text=True, encoding="utf-8", env=env, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads((out / "train_throughput.json").read_text(encoding="utf-8"))
+    assert (out / "train_throughput.png").stat().st_size > 10_000
+
+    assert report["tiny"] is True and report["device"]["device"] == "cpu"
+    assert any("not a performance figure" in note.lower() for note in report["notes"])
+    configs = report["models"]["gemma-3n-tiny"]["configs"]
+    assert set(configs) == {"seed", "ours", "ours_chunked", "ours_lean"}
+    for name, result in configs.items():
+        assert math.isfinite(result["real_tokens_per_s"]) and result["real_tokens_per_s"] > 0, name
+        assert result["timed_steps"] >= 1 and result["step_time_s"] > 0, name
+        assert result["peak_rss_bytes"] > 0 and result["predicted_peak_bytes"] > 0, name
+        assert all(math.isfinite(loss) for loss in result["losses"]), name
+        assert not result["plan"]["quantize_4bit"], "the CPU plan is plain LoRA"
+
+    seed, ours = configs["seed"], configs["ours"]
+    # The seed's shape: micro-batch 1 padded to 512, r=64, checkpointing on.
+    assert seed["plan"]["micro_batch"] == 1 and seed["plan"]["max_seq_len"] == 512
+    assert seed["plan"]["gradient_checkpointing"] and seed["lora_r"] == 64
+    # Chat-like lengths (median 180 tokens) padded to 512 waste most of each row; packed rows waste nothing.
+    assert seed["padding_fraction"] > 0.4
+    assert ours["padding_fraction"] < 0.05
+    assert ours["padding_fraction"] < seed["padding_fraction"]
+    assert configs["ours_chunked"]["chunked_loss"] and not ours["chunked_loss"]
+    # Same data, same LoRA initialisation: the chunked loss must train on the same loss as the model's own.
+    for lever in ("ours_chunked", "ours_lean"):
+        assert abs(configs[lever]["losses"][0] - ours["losses"][0]) < 1e-4 * ours["losses"][0], lever
+    assert ours["speedup_vs_seed"] > 0
+    assert "ours" in completed.stdout and "x seed" in completed.stdout
