@@ -1,0 +1,288 @@
+"""Checking a GGUF file against the merged Hugging Face model it was made from.
+
+Four checks, each run through llama-cpp-python exactly as LM Studio / Ollama / KoboldCpp would load the file:
+- load:      llama.cpp opens the file;
+- tokenizer: llama.cpp splits a fixed English / Russian / emoji / code text set, and a chat rendered by Gemma's
+             template, into exactly the token ids of the HF tokenizer;
+- logits:    on held-out eval conversations, the share of positions where both pick the same next token (top-1
+             agreement) and the mean KL divergence KL(HF || GGUF) of the next-token distributions, in nats;
+- reply:     one greedy reply through the chat template embedded in the GGUF: the prompt must equal HF's, the reply
+             must carry no template tags, and it must end at <end_of_turn> wherever the HF model's reply does.
+
+The HF side is computed once (`build_reference`) and then compared with every GGUF (`check_gguf`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ftg.chat_template import END_OF_TURN, TEMPLATE_TAGS
+
+TOKENIZER_TEXTS = [
+    "The quick brown fox jumps over the lazy dog. It's 3:45 p.m. — don't be late!",
+    "Привет! Как дела? Съешь же ещё этих мягких французских булок, да выпей чаю.",
+    "Ёлка, щётка и объём: «кавычки», тире — и многоточие…",
+    "Emoji: 😀🎉👍🏽 👨‍👩‍👧‍👦 🇷🇺 ❤️‍🔥 and a smiley :-)",
+    "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\tprint(f\"{fib(10)=}\")",
+    "  leading spaces,\n\nblank lines,   runs of    spaces\tand\ttabs  ",
+    'JSON: {"key": [1, 2.5, null], "ключ": "значение"} <html><b>bold</b></html>',
+    "Mixed: Hello мир 世界 مرحبا नमस्ते 12345678901234567890",
+]
+"""Fixed multilingual texts for the tokenizer check."""
+
+FALLBACK_CONVERSATIONS = [
+    [{"role": "user", "content": "Hi! How was your weekend?"},
+     {"role": "assistant", "content": "Pretty good, thanks. I went hiking and then slept all Sunday."}],
+    [{"role": "user", "content": "Привет! Что посоветуешь почитать?"},
+     {"role": "assistant", "content": "Попробуй «Пикник на обочине» Стругацких — коротко и сильно."}],
+    [{"role": "user", "content": "Can you write a Python function that reverses a string?"},
+     {"role": "assistant", "content": "Sure: def reverse(s): return s[::-1]"}],
+    [{"role": "user", "content": "What do you think about the new phone? 📱"},
+     {"role": "assistant", "content": "Honestly, the camera is great, but the battery is a letdown 😅"}],
+]
+"""Used when data/eval_dataset.jsonl does not exist (e.g. convert_only on a model trained elsewhere)."""
+
+
+def read_eval_conversations(path: Path, count: int) -> tuple[list[list[dict]], str]:
+    """The first `count` conversations of the held-out eval file, or the fallback set; and where they came from."""
+    if not path.exists():
+        return FALLBACK_CONVERSATIONS[:count], "built-in prompts (no eval file found)"
+    conversations, bad = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if len(conversations) == count:
+                break
+            if not line.strip():
+                continue
+            try:
+                messages = json.loads(line)["messages"]
+                if not messages or not all(isinstance(m.get("content"), str) for m in messages):
+                    raise ValueError
+                conversations.append(messages)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                bad += 1
+    if bad:
+        print(f"  Skipped {bad} malformed lines of {path} for the logit check.")
+    if not conversations:
+        return FALLBACK_CONVERSATIONS[:count], f"built-in prompts ({path} has no usable conversations)"
+    return conversations, str(path)
+
+
+@dataclass
+class Reference:
+    """What the merged HF model says, computed once and compared with every GGUF."""
+
+    sequences: list[list[int]]
+    """Token ids of each eval conversation, rendered by the chat template and cut to verify_tokens."""
+    log_probs: list[np.ndarray]
+    """log-softmax of the next-token logits at every position of each sequence, float32 [positions, vocab]."""
+    text_tokens: list[list[int]]
+    """HF token ids of TOKENIZER_TEXTS (no special tokens added)."""
+    chat_text: str
+    """A conversation rendered by the chat template, for the tokenizer check with special tokens."""
+    chat_tokens: list[int]
+    reply_messages: list[dict]
+    reply_prompt: list[int]
+    """HF's token ids of the reply prompt (chat template with the generation prompt)."""
+    reply_tokens: list[int]
+    """HF's greedy reply, without its stop token."""
+    reply_stop: int | None
+    """The stop token HF's reply ended with, or None when it ran out of tokens."""
+    end_of_turn_id: int
+    source: str
+    dtype: str
+    hf_reply: str
+
+    def summary(self) -> dict:
+        """The reference's part of gguf_report.json."""
+        return {"source": self.source, "dtype": self.dtype, "conversations": len(self.sequences),
+                "positions": sum(len(s) for s in self.sequences), "hf_reply": self.hf_reply}
+
+
+def reference_placement(n_params: int) -> tuple[str, object]:
+    """Where and in what precision the HF reference runs: float32 (the most exact) on the GPU or else in RAM when it
+    fits, bf16 only when neither has room (then near-ties may cost a little top-1 agreement)."""
+    import psutil
+    import torch
+
+    # 4 bytes per weight plus 30% for the activations of a 64-token forward pass and the allocator.
+    need = n_params * 4 * 1.3
+    if torch.cuda.is_available() and need < torch.cuda.mem_get_info()[0]:
+        return "cuda", torch.float32
+    if need < psutil.virtual_memory().available:
+        return "cpu", torch.float32
+    print("  Not enough memory for a float32 reference; comparing with the model in bf16 (a little less exact).")
+    return ("cuda" if torch.cuda.is_available() else "cpu"), torch.bfloat16
+
+
+def build_reference(merged: Path, conversations: list[list[dict]], source: str, verify_tokens: int,
+                    reply_tokens: int, n_params: int) -> Reference:
+    import torch
+    from tqdm import tqdm
+
+    from ftg.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(merged)
+    sequences, accepted = [], []
+    for messages in conversations:
+        try:
+            text = tokenizer.apply_chat_template(messages, tokenize=False)
+        except Exception as exc:  # a conversation the template rejects (e.g. roles out of order) is skipped, said
+            print(f"  Skipped an eval conversation the chat template rejects: {exc}")
+            continue
+        # The rendered text already starts with <bos>; adding special tokens again would double it.
+        sequences.append(tokenizer(text, add_special_tokens=False)["input_ids"][:verify_tokens])
+        accepted.append(messages)
+    if not sequences:
+        print("  No eval conversation fits the chat template; using the built-in prompts instead.")
+        return build_reference(merged, FALLBACK_CONVERSATIONS, "built-in prompts", verify_tokens, reply_tokens,
+                               n_params)
+    device, dtype = reference_placement(n_params)
+    model = load_causal_lm(merged, dtype=dtype).to(device).eval()
+    log_probs = []
+    with torch.no_grad():
+        for ids in tqdm(sequences, desc="HF reference", unit="conversation"):
+            logits = model(torch.tensor([ids], device=device)).logits[0].float()
+            log_probs.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
+
+    first_user = next(m for m in accepted[0] if m["role"] == "user")
+    reply_messages = [{"role": "user", "content": first_user["content"][:300]}]
+    prompt_text = tokenizer.apply_chat_template(reply_messages, tokenize=False, add_generation_prompt=True)
+    prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    stops = sorted({end_of_turn, tokenizer.eos_token_id})
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=reply_tokens, do_sample=False,
+                             eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+    stop = out[-1] if out and out[-1] in stops else None
+    chat_text = tokenizer.apply_chat_template(FALLBACK_CONVERSATIONS[1], tokenize=False)
+    reference = Reference(
+        sequences=sequences,
+        log_probs=log_probs,
+        text_tokens=[tokenizer(t, add_special_tokens=False)["input_ids"] for t in TOKENIZER_TEXTS],
+        chat_text=chat_text,
+        chat_tokens=tokenizer(chat_text, add_special_tokens=False)["input_ids"],
+        reply_messages=reply_messages,
+        reply_prompt=prompt,
+        reply_tokens=out[:-1] if stop is not None else out,
+        reply_stop=stop,
+        end_of_turn_id=end_of_turn,
+        source=source,
+        dtype=str(dtype).replace("torch.", ""),
+        hf_reply=tokenizer.decode(out[:-1] if stop is not None else out),
+    )
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return reference
+
+
+def _log_softmax(scores: np.ndarray) -> np.ndarray:
+    scores = scores.astype(np.float64)
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
+    """Run the four checks on one GGUF; returns the figures (see the module docstring)."""
+    import llama_cpp
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    result = {"file": str(path), "size_bytes": path.stat().st_size}
+    longest = max((len(s) for s in ref.sequences), default=1)
+    try:
+        llm = Llama(model_path=str(path), n_ctx=longest + 8, n_batch=longest + 8, logits_all=True,
+                    n_gpu_layers=-1, verbose=False)
+    except ValueError as exc:
+        result.update(load=False, error=f"llama.cpp could not load it: {exc}")
+        return result
+    result["load"] = True
+
+    mismatched = [i for i, (text, expected) in enumerate(zip(TOKENIZER_TEXTS, ref.text_tokens))
+                  if llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) != expected]
+    chat_ok = llm.tokenize(ref.chat_text.encode("utf-8"), add_bos=False, special=True) == ref.chat_tokens
+    result["tokenizer"] = {"texts": len(TOKENIZER_TEXTS), "mismatched_texts": [TOKENIZER_TEXTS[i] for i in mismatched],
+                           "chat_with_special_tokens": chat_ok, "ok": not mismatched and chat_ok}
+
+    agree = positions = 0
+    kl_sum = 0.0
+    for ids, hf_log_probs in zip(ref.sequences, ref.log_probs):
+        llm.reset()
+        llm.eval(ids)
+        gguf_log_probs = _log_softmax(np.asarray(llm.scores[: len(ids)]))
+        # Renormalised in float64 so that KL of two equal distributions is 0, not -1e-8 from float32 rounding.
+        hf64 = _log_softmax(hf_log_probs)
+        agree += int((gguf_log_probs.argmax(-1) == hf64.argmax(-1)).sum())
+        kl_sum += float((np.exp(hf64) * (hf64 - gguf_log_probs)).sum())
+        positions += len(ids)
+    llm.close()
+    result["logits"] = {"positions": positions, "top1_agreement": agree / max(positions, 1),
+                        "mean_kl": kl_sum / max(positions, 1)}
+
+    llm = Llama(model_path=str(path), n_ctx=len(ref.reply_prompt) + reply_tokens + 16, n_gpu_layers=-1, verbose=False)
+    vocab = llm._model.vocab
+    template = llm.metadata.get("tokenizer.chat_template", "")
+    reply = {"template_embedded": bool(template),
+             "end_of_turn_is_stop_token": bool(llama_cpp.llama_vocab_is_eog(vocab, ref.end_of_turn_id))}
+    if template:
+        bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8")
+        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8")
+        prompt_text = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=ref.reply_messages).prompt
+        prompt = llm.tokenize(prompt_text.encode("utf-8"), add_bos=False, special=True)
+        reply["prompt_matches_hf"] = prompt == ref.reply_prompt
+        tokens, stop = [], None
+        for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                stop = token
+                break
+            tokens.append(token)
+            if len(tokens) >= reply_tokens:
+                break
+        text = llm.detokenize(tokens, special=True).decode("utf-8", errors="replace")
+        reply.update(
+            text=text,
+            tags_found=[tag for tag in TEMPLATE_TAGS if tag in text],
+            stopped_at_end_of_turn=stop == ref.end_of_turn_id,
+            hf_stopped_at_end_of_turn=ref.reply_stop == ref.end_of_turn_id,
+            same_tokens_as_hf=tokens == ref.reply_tokens and stop == ref.reply_stop,
+        )
+        # Ending where the trained model ends is the GGUF's job; a model that never learned to stop is not its fault.
+        stops_like_hf = reply["stopped_at_end_of_turn"] or not reply["hf_stopped_at_end_of_turn"]
+        reply["ok"] = (reply["prompt_matches_hf"] and not reply["tags_found"] and reply["end_of_turn_is_stop_token"]
+                       and stops_like_hf)
+    else:
+        reply["ok"] = False
+    llm.close()
+    result["reply"] = reply
+    return result
+
+
+def problems(result: dict, min_top1: float) -> list[str]:
+    """What failed, in words; empty when all four checks pass (min_top1 = 0 skips the agreement threshold)."""
+    if not result.get("load"):
+        return [result.get("error", "does not load")]
+    found = []
+    if not result["tokenizer"]["ok"]:
+        found.append(f"tokenization differs from HF on {len(result['tokenizer']['mismatched_texts'])} texts"
+                     + ("" if result["tokenizer"]["chat_with_special_tokens"] else " and on the chat template tokens"))
+    top1 = result["logits"]["top1_agreement"]
+    if top1 < min_top1:
+        found.append(f"top-1 agreement {top1:.1%} < {min_top1:.0%}")
+    reply = result["reply"]
+    if not reply.get("template_embedded"):
+        found.append("no chat template in the GGUF")
+    else:
+        if not reply["prompt_matches_hf"]:
+            found.append("the embedded chat template renders a different prompt than HF")
+        if reply["tags_found"]:
+            found.append(f"the reply contains template tags {reply['tags_found']}")
+        if not reply["end_of_turn_is_stop_token"]:
+            found.append("<end_of_turn> is not a stop token")
+        if reply["hf_stopped_at_end_of_turn"] and not reply["stopped_at_end_of_turn"]:
+            found.append("the reply does not stop at <end_of_turn> where the HF model's does")
+    return found
