@@ -17,7 +17,7 @@ import torch
 from download_model import build_demo_model
 from ftg.models import CACHE_DIR
 
-TINY_VERSION = 1
+TINY_VERSION = 2
 """Bump when the tiny configs change, so cached folders are rebuilt."""
 
 
@@ -45,7 +45,10 @@ def tiny_gemma3_config():
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=32,
-        layer_types=["sliding_attention", "full_attention"],
+        # llama.cpp scales queries by 1/sqrt(head_dim) and hard-codes every 6th layer as full attention; with these
+        # two values the tiny model computes the same function in llama.cpp as in transformers (tests/test_convert.py).
+        query_pre_attn_scalar=32,
+        layer_types=["sliding_attention", "sliding_attention"],
         sliding_window=64,
         max_position_embeddings=2048,
         pad_token_id=0,
@@ -79,15 +82,16 @@ def tiny_gemma3n_config():
     )
 
 
-def _build_tiny(name: str, make_config, model_class_name: str, tokenizer_dir: Path) -> Path:
+def build_tiny_model(name: str, config, model_class_name: str, tokenizer_dir: Path, dtype=torch.float32) -> Path:
+    """Save a random model of `config` with the real Gemma tokenizer under CACHE_DIR/name (built once)."""
     import transformers
     from transformers import AutoTokenizer
 
-    folder = CACHE_DIR / f"{name}-v{TINY_VERSION}"
+    folder = CACHE_DIR / name
     if (folder / "done.json").exists():
         return folder
     torch.manual_seed(0)
-    model = getattr(transformers, model_class_name)(make_config()).to(torch.float32)
+    model = getattr(transformers, model_class_name)(config).to(dtype)
     # The end-of-turn token must be a stop token, as in the real -it checkpoints.
     model.generation_config.eos_token_id = [1, 106]
     model.generation_config.pad_token_id = 0
@@ -104,13 +108,14 @@ def _build_tiny(name: str, make_config, model_class_name: str, tokenizer_dir: Pa
 @pytest.fixture(scope="session")
 def tiny_gemma3_dir(demo_model_dir) -> Path:
     """A 2-layer random Gemma3ForCausalLM (hidden 64) with the real Gemma tokenizer and chat template."""
-    return _build_tiny("tiny-gemma3", tiny_gemma3_config, "Gemma3ForCausalLM", demo_model_dir)
+    return build_tiny_model(f"tiny-gemma3-v{TINY_VERSION}", tiny_gemma3_config(), "Gemma3ForCausalLM", demo_model_dir)
 
 
 @pytest.fixture(scope="session")
 def tiny_gemma3n_dir(demo_model_dir) -> Path:
     """A 4-layer random Gemma3nForCausalLM (2 KV-shared layers) with the real Gemma tokenizer and chat template."""
-    return _build_tiny("tiny-gemma3n", tiny_gemma3n_config, "Gemma3nForCausalLM", demo_model_dir)
+    return build_tiny_model(f"tiny-gemma3n-v{TINY_VERSION}", tiny_gemma3n_config(), "Gemma3nForCausalLM",
+                            demo_model_dir)
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """convert: merged model -> f16 GGUF -> quants, each checked against the merged model (load, tokenizer, logits,
 reply), with gguf_report.json, the console table and an Ollama Modelfile; bad input gives one clear line.
 
-The tiny models here are built to match the layout llama.cpp hard-codes, unlike conftest's tiny models:
-- Gemma 3: llama.cpp scales queries by 1/sqrt(head_dim) and makes every 6th layer full attention, so the tiny config
-  sets query_pre_attn_scalar = head_dim and only sliding layers. With conftest's tiny_gemma3 (query_pre_attn_scalar
-  256 with head_dim 32, layer 1 full attention) even an f32 GGUF agreed with HF on only 15.5% of next tokens; with
-  these two fixed, 100% (mean KL 2e-8), in f16 too.
-- Gemma-3n: llama.cpp requires a per-layer input size of 256 (conftest's 8 does not load: "per_layer_token_embd has
+The tiny models match the layout llama.cpp hard-codes:
+- Gemma 3 (conftest's tiny_gemma3_dir): llama.cpp scales queries by 1/sqrt(head_dim) and makes every 6th layer full
+  attention, so the tiny config sets query_pre_attn_scalar = head_dim and only sliding layers. With
+  query_pre_attn_scalar 256 and layer 1 full attention, even an f32 GGUF agreed with HF on only 15.5% of next
+  tokens; with these two fixed, 100% (mean KL 2e-8), in f16 too.
+- Gemma-3n (built here): llama.cpp requires a per-layer input size of 256 (conftest's 8 does not load: "per_layer_token_embd has
   wrong shape") and a laurel rank of 64.
 """
 
@@ -23,7 +23,7 @@ import merge_lora
 from ftg.config import load_config
 from ftg.errors import UserError
 from ftg.gguf_check import read_eval_conversations
-from ftg.models import CACHE_DIR
+from conftest import build_tiny_model
 from lora_runs import make_run
 from test_merge import load_strictly
 
@@ -50,39 +50,6 @@ def project_config(project, **export):
                                   "export": export})
 
 
-def build_tiny(name: str, config, model_class: str, tokenizer_dir):
-    """A random model saved in bf16 (like the real checkpoints) with the real Gemma tokenizer; cached."""
-    import transformers
-    from transformers import AutoTokenizer
-
-    folder = CACHE_DIR / name
-    if (folder / "done.json").exists():
-        return folder
-    torch.manual_seed(0)
-    model = getattr(transformers, model_class)(config).to(torch.bfloat16)
-    model.generation_config.eos_token_id = [1, 106]
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
-    (partial / "done.json").write_text("{}", encoding="utf-8")
-    partial.replace(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma3_llamacpp_dir(demo_model_dir):
-    from transformers import Gemma3TextConfig
-
-    config = Gemma3TextConfig(
-        vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
-        layer_types=["sliding_attention", "sliding_attention"], sliding_window=64, max_position_embeddings=2048,
-        pad_token_id=0, bos_token_id=2, eos_token_id=1, dtype="bfloat16",
-    )
-    return build_tiny("tiny-gemma3-llamacpp-v1", config, "Gemma3ForCausalLM", demo_model_dir)
-
-
 @pytest.fixture(scope="module")
 def tiny_gemma3n_llamacpp_dir(demo_model_dir):
     from transformers import Gemma3nTextConfig
@@ -95,11 +62,11 @@ def tiny_gemma3n_llamacpp_dir(demo_model_dir):
         num_attention_heads=2, num_key_value_heads=1, head_dim=32, laurel_rank=64, sliding_window=64,
         max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=1, dtype="bfloat16",
     )
-    return build_tiny("tiny-gemma3n-llamacpp-v1", config, "Gemma3nForCausalLM", demo_model_dir)
+    return build_tiny_model("tiny-gemma3n-llamacpp-v1", config, "Gemma3nForCausalLM", demo_model_dir, torch.bfloat16)
 
 
-def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_llamacpp_dir, project_copy, capsys):
-    make_run(project_copy / "output", tiny_gemma3_llamacpp_dir, "Gemma3ForCausalLM")
+def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, capsys):
+    make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM")
     write_eval_file(project_copy / "data")
     out = project_copy / "output"
     code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"),
