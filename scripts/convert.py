@@ -329,6 +329,10 @@ def run(cfg, run_name: str = "", skip_merge: bool = False) -> Path:
     main_file = gguf_path(output_dir, quants[0], quants[0])
     modelfile = write_modelfile(output_dir, main_file)
     print(f"\nReport: {output_dir / REPORT_FILE}\nOllama Modelfile: {modelfile}")
+    if export.style_report and reference is not None:
+        import report as style_report
+
+        style_report.run(cfg, record.get("run_name", run_name))
     print_app_hints(main_file, modelfile)
     return main_file
 

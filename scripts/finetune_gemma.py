@@ -681,15 +681,10 @@ def write_loss_plot(log_history: list[dict], path: Path) -> None:
 
 
 def export_after_training(cfg) -> None:
-    """Run merge_lora and convert (the export stages) when they are installed; they find the run via run.json."""
-    if importlib.util.find_spec("merge_lora") is None or importlib.util.find_spec("convert") is None:
-        print("Auto-export: merge_lora/convert are not available; skipping. Run merge_lora, then convert.")
-        return
+    """Merge the best adapter and write the checked GGUF files (convert merges first), as the seed promised."""
     import convert
-    import merge_lora
 
     print("\nAuto-export: merging the adapter, then converting to GGUF (skip with --no-auto-export)")
-    merge_lora.run(cfg)
     convert.run(cfg)
 
 

@@ -70,7 +70,7 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     write_eval_file(project_copy / "data")
     out = project_copy / "output"
     code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"),
-                         "--quant", "q8_0", "--extra-quants", "Q4_K_M"])
+                         "--quant", "q8_0", "--extra-quants", "Q4_K_M", "--no-style-report"])
     console = capsys.readouterr()
     assert code == 0, console.err
 
@@ -138,7 +138,8 @@ def test_gemma3_270m_end_to_end(demo_model_dir, project_copy, capsys):
     make_run(project_copy / "output", demo_model_dir, "Gemma3ForCausalLM", teach=20)
     write_eval_file(project_copy / "data")
     out = project_copy / "output"
-    code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"), "--quant", "Q4_K_M"])
+    code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"), "--quant", "Q4_K_M",
+                         "--no-style-report"])
     console = capsys.readouterr()
     assert code == 0, console.err
     report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))

