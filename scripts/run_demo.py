@@ -30,8 +30,15 @@ from ftg.errors import run_main
 SAMPLE_DIR = PROJECT_ROOT / "dataset" / "sample"
 SAMPLE_VOICE = "Sunny"
 """The person in dataset/sample/ whose style the demo learns (the Telegram export needs it as `me`)."""
-DEMO_MAX_STEPS = 60
-"""Optimizer steps of the demo fine-tune: enough for the 270M to pick up the sample's style on a 2-core CPU."""
+DEMO_SETTINGS = {"max_steps": 30, "learning_rate": 1e-3, "eval_every": 10}
+"""The demo's fine-tune: 30 steps of 16 conversations (about 5 minutes on 2 cores) at a learning rate 5x the default.
+
+Why not the default 2e-4: the demo model's weights were dequantized from a Q4_K_M GGUF, so they sit exactly on the
+quantization grid, and quantizing the tuned model to Q4_K_M again snaps small LoRA changes back onto it. Measured on
+dataset/sample: 60 steps at 2e-4 gave an f16 GGUF that agreed 100 % with the tuned model but a Q4_K_M that agreed
+on only 38.9 % of next tokens and never stopped; 30 steps at 1e-3 gave 75.3 % and the style in 16 of 16 held-out
+replies. Models downloaded in bf16 do not have this problem. See dev_log.txt.
+"""
 
 
 def stage(number: int, title: str) -> float:
@@ -76,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         cfg = config_from_args(args)
-        if args.__dict__.get("train.max_steps") is None:
-            cfg.train.max_steps = DEMO_MAX_STEPS
+        for key, value in DEMO_SETTINGS.items():
+            if args.__dict__.get(f"train.{key}") is None:  # a flag the user gave wins
+                setattr(cfg.train, key, value)
         if args.__dict__.get("train.resume") is None:
             cfg.train.resume = "new"  # every demo run is a fresh, complete run
         run(cfg)
