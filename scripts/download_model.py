@@ -28,6 +28,7 @@ from pathlib import Path
 from ftg.chat_template import ensure_chat_template
 from ftg.config import add_config_arguments, config_from_args
 from ftg.errors import UserError, run_main
+from ftg.files import replace_dir
 from ftg.models import CACHE_DIR, select_model
 
 
@@ -194,8 +195,7 @@ def build_demo_model(target: Path) -> Path:
         partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(cached, partial)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.replace(target)
+        replace_dir(partial, target)
     print(f"Demo model ready: {target}")
     return target
 
@@ -230,8 +230,7 @@ def _build_demo_into(folder: Path) -> None:
     (partial / DEMO_DONE_MARKER).write_text(
         json.dumps({"source": gguf.name, "dtype": "float32"}, indent=2), encoding="utf-8"
     )
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.replace(folder)
+    replace_dir(partial, folder)
 
 
 def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | None = None) -> Path:

@@ -45,6 +45,7 @@ from transformers import TrainerCallback
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import replace_dir
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
 
@@ -511,12 +512,7 @@ def copy_adapter(checkpoint: Path, target: Path, tokenizer) -> None:
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copy2(checkpoint / name, tmp / name)
     tokenizer.save_pretrained(tmp)
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.replace(old)
-    tmp.replace(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, target)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import replace_dir
 from ftg.runs import best_adapter_dir, find_run, read_run
 
 MERGED_DIR = "merged"
@@ -256,12 +257,7 @@ def run(cfg, run_name: str = "", force: bool = False) -> Path:
         seconds=round(time.time() - started, 1),
     )
     (partial / MERGE_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.replace(old)
-    partial.replace(target)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(partial, target)
     print(f"Merged model: {target} ({time.time() - started:.0f} s)")
     return target
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ftg.config import PROJECT_ROOT
 from ftg.errors import UserError, run_main
+from ftg.files import replace_dir
 
 CONVERTER_DIR = PROJECT_ROOT / "tools" / "llama.cpp"
 CONVERTER_SCRIPT = CONVERTER_DIR / "convert_hf_to_gguf.py"
@@ -70,8 +71,7 @@ def ensure_converter() -> Path:
                     member.name = relative
                     archive.extract(member, partial, filter="data")
     (partial / "VERSION").write_text(version)
-    shutil.rmtree(CONVERTER_DIR, ignore_errors=True)
-    partial.replace(CONVERTER_DIR)
+    replace_dir(partial, CONVERTER_DIR)
     print(f"llama.cpp converter {version}: ready in {CONVERTER_DIR}")
     return CONVERTER_SCRIPT
 
