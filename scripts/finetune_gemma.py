@@ -47,6 +47,7 @@ from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import replace_dir
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
+from ftg.runs import LATEST_FILE, find_run
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
 
 SECTIONS = ["paths", "model", "train"]
@@ -72,8 +73,6 @@ KEEP_OUT_OF_4BIT = [
 CHECKPOINT_MARKER = "complete.json"
 """Written last into a checkpoint folder: the size of every file. A folder without it, or whose files differ from
 it, is half-written (killed mid-save) or damaged, and is skipped on resume."""
-
-LATEST_RUN_FILE = "latest_run.txt"
 
 NOT_TRAINING_SETTINGS = ("resume", "run_name", "auto_export", "sample_prompts", "max_bad_steps")
 """Settings that may change between a run and its resumption without making it a different run."""
@@ -521,14 +520,11 @@ def copy_adapter(checkpoint: Path, target: Path, tokenizer) -> None:
 
 
 def latest_run_dir(runs_dir: Path) -> Path | None:
-    """The newest run: named in latest_run.txt, else the run.json modified last."""
-    pointer = runs_dir / LATEST_RUN_FILE
-    if pointer.exists():
-        run_dir = runs_dir / pointer.read_text(encoding="utf-8").strip()
-        if (run_dir / "run.json").exists():
-            return run_dir
-    records = sorted(runs_dir.glob("*/run.json"), key=lambda p: p.stat().st_mtime)
-    return records[-1].parent if records else None
+    """The newest run (named in latest_run.txt, else the run.json modified last), or None without runs."""
+    try:
+        return find_run(runs_dir.parent)
+    except UserError:
+        return None
 
 
 def settings_changes(old: dict, new: dict) -> list[str]:
@@ -726,9 +722,9 @@ def run(cfg) -> Path:
         if state.is_main_process:
             run_dir, checkpoint, decision = choose_run(runs_dir, record, train_cfg.resume, train_cfg.run_name)
             run_dir.mkdir(parents=True, exist_ok=True)
-            (runs_dir / LATEST_RUN_FILE).write_text(run_dir.name, encoding="utf-8")
+            (runs_dir / LATEST_FILE).write_text(run_dir.name, encoding="utf-8")
         else:
-            run_dir = runs_dir / (runs_dir / LATEST_RUN_FILE).read_text(encoding="utf-8").strip()
+            run_dir = runs_dir / (runs_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
             checkpoint = newest_complete_checkpoint(run_dir) if (run_dir / "run.json").exists() else None
             decision = ""
     print(decision)
