@@ -5,10 +5,14 @@ optimizer steps in this one process under each configuration, on the same synthe
   seed         the seed's settings: 4-bit (CUDA), micro-batch 1 padded to 512 tokens, LoRA r=64 on
                q/k/v/o/gate/up/down, paged_adamw_32bit (CUDA), gradient checkpointing;
   ours         plan_device() + load_model_for_training() + build_trainer() from scripts/finetune_gemma.py, the
-               code path finetune_gemma itself runs (packed rows, its micro-batch, length and checkpointing choice);
-  ours_chunked ours + ftg.chunked_loss (the loss never holds the full [tokens x 262k] logits);
-  ours_lean    ours_chunked + ftg.cpu_embeddings (Gemma-3n's 4-4.7 GB per-layer embedding table stays in CPU RAM).
-               The last two are not yet wired into finetune_gemma; they are measured here to decide.
+               code path finetune_gemma itself runs: packed rows, its micro-batch, length and checkpointing choice,
+               the chunked loss (ftg.chunked_loss) and, where the plan needs it, Gemma-3n's per-layer embedding
+               table in CPU RAM (ftg.cpu_embeddings);
+  ours_small_card  ours as finetune_gemma plans it for a --small-card-gib card (default 12: the issue's E4B goal),
+               run on this one; skipped where that plan equals ours;
+  ours_full_logits  ours with the model's own loss (all [tokens x 262k] logits at once): the chunked loss's effect;
+  ours_ple_on_gpu / ours_ple_on_cpu  ours with the per-layer table placed the other way than the plan placed it
+               (Gemma-3n only; the one that equals ours is skipped): the effect of that lever.
 All see 16 conversations per optimizer step (CONVERSATIONS_PER_STEP; --tiny: 4). Lengths are log-normal, median
 180 tokens, clipped to [16, 1024] (the data stage cuts examples at 1024); the first 40 % of each is an unlabelled
 user turn.
@@ -30,8 +34,8 @@ Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
-import json
 import math
 import os
 import shutil
@@ -57,9 +61,8 @@ from finetune_gemma import (  # noqa: E402
     load_model_for_training,
     plan_device,
 )
-from ftg.chunked_loss import enable_chunked_loss  # noqa: E402
 from ftg.config import TrainConfig  # noqa: E402
-from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu  # noqa: E402
+from ftg.files import write_json  # noqa: E402
 from ftg.training_data import IGNORE_INDEX  # noqa: E402
 
 GIB = 1024**3
@@ -102,7 +105,7 @@ TINY_MODELS = {
         num_key_value_heads=1, head_dim=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64,
         max_position_embeddings=2048)),
 }
-CONFIGURATIONS = ("seed", "ours", "ours_chunked", "ours_lean")
+CONFIGURATIONS = ("seed", "ours", "ours_small_card", "ours_full_logits", "ours_ple_on_gpu", "ours_ple_on_cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ def seed_plan(model_config, device: str, device_name: str, memory: int, has_bf16
     return DevicePlan(
         device=device, device_name=device_name, memory_bytes=memory, quantize_4bit=ours.quantize_4bit,
         compute_dtype=ours.compute_dtype, micro_batch=1, grad_accum=CONVERSATIONS_PER_STEP,
-        max_seq_len=SEED_SEQ_LEN, gradient_checkpointing=True,
+        max_seq_len=SEED_SEQ_LEN, gradient_checkpointing=True, loss_chunk_tokens=0, per_layer_embeddings_on_cpu=False,
         predicted_peak_bytes=estimate_peak_bytes(counts, ours.quantize_4bit, dtype_bytes, 1, SEED_SEQ_LEN, True),
         notes=["the seed's configuration"],
     )
@@ -329,8 +332,41 @@ def seed_trainer(model, tokenizer, train_dataset, plan: DevicePlan, steps: int, 
                    data_collator=pad_to_seed_length)
 
 
+def ablated_plan(name: str, plan: DevicePlan, counts: dict) -> DevicePlan | None:
+    """`plan` with one lever flipped, for the rows that measure that lever; None where the row would equal ours."""
+    if name == "ours":
+        return plan
+    if name == "ours_full_logits":
+        changed = dataclasses.replace(plan, loss_chunk_tokens=0)
+    else:  # ours_ple_on_gpu / ours_ple_on_cpu
+        on_cpu = name == "ours_ple_on_cpu"
+        if not counts["per_layer_embedding"] or plan.per_layer_embeddings_on_cpu == on_cpu:
+            return None
+        changed = dataclasses.replace(plan, per_layer_embeddings_on_cpu=on_cpu)
+    dtype_bytes = 2 if plan.compute_dtype == "bfloat16" else 4
+    changed.predicted_peak_bytes = estimate_peak_bytes(
+        counts, plan.quantize_4bit, dtype_bytes, plan.micro_batch, plan.max_seq_len, plan.gradient_checkpointing,
+        changed.loss_chunk_tokens, changed.per_layer_embeddings_on_cpu)
+    return changed
+
+
+def ours_plan(model_config, memory: int, args, device_info) -> tuple[TrainConfig, DevicePlan]:
+    """finetune_gemma's settings and device plan for a card of `memory` bytes (--tiny: fewer conversations a step)."""
+    device, device_name, _, has_bf16 = device_info
+    # eval_every beyond max_steps: no evaluation and no checkpoint inside the timed steps
+    train_cfg = TrainConfig(max_steps=args.steps, eval_every=10**6)
+    plan = plan_device(model_config, memory, train_cfg, device, device_name, has_bf16)
+    if args.conversations_per_step != plan.micro_batch * plan.grad_accum:
+        micro_batch = min(plan.micro_batch, args.conversations_per_step)
+        train_cfg.micro_batch = str(micro_batch)
+        train_cfg.grad_accum = str(max(1, args.conversations_per_step // micro_batch))
+        plan = plan_device(model_config, memory, train_cfg, device, device_name, has_bf16)
+    return train_cfg, plan
+
+
 def run_configuration(name: str, folder: Path, model_config, counts: dict, data: list[dict], args, device_info,
-                      work: Path) -> dict:
+                      work: Path) -> dict | None:
+    """Train args.steps optimizer steps under configuration `name`; its figures, or None where it equals ours."""
     device, device_name, memory, has_bf16 = device_info
     cuda = device == "cuda"
     plan_memory = int(args.plan_memory_gib * GIB) if args.plan_memory_gib else memory
@@ -339,17 +375,21 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
         train_cfg = TrainConfig(max_steps=args.steps, lora_r=SEED_LORA_R, lora_alpha=2 * SEED_LORA_R)
         plan.grad_accum = args.conversations_per_step
     else:
-        # eval_every beyond max_steps: no evaluation and no checkpoint inside the timed steps
-        train_cfg = TrainConfig(max_steps=args.steps, eval_every=10**6)
-        plan = plan_device(model_config, plan_memory, train_cfg, device, device_name, has_bf16)
-        if args.conversations_per_step != plan.micro_batch * plan.grad_accum:  # --tiny: fewer per step
-            micro_batch = min(plan.micro_batch, args.conversations_per_step)
-            train_cfg.micro_batch = str(micro_batch)
-            train_cfg.grad_accum = str(max(1, args.conversations_per_step // micro_batch))
-            plan = plan_device(model_config, plan_memory, train_cfg, device, device_name, has_bf16)
+        train_cfg, plan = ours_plan(model_config, plan_memory, args, device_info)
+        if name == "ours_small_card":
+            train_cfg, small = ours_plan(model_config, int(args.small_card_gib * GIB), args, device_info)
+            same = dataclasses.replace(small, memory_bytes=plan.memory_bytes, notes=plan.notes) == plan
+            plan = None if same else small
+        else:
+            plan = ablated_plan(name, plan, counts)
+        if plan is None:
+            print(f"\n--- {name}: the same as ours for this model and card, skipped", flush=True)
+            return None
     print(f"\n--- {name}: {plan.micro_batch} x {plan.grad_accum} conversations, {plan.max_seq_len} tokens, "
           f"{'4-bit' if plan.quantize_4bit else 'no 4-bit'}, {plan.compute_dtype}, checkpointing "
-          f"{'on' if plan.gradient_checkpointing else 'off'}, r={train_cfg.lora_r}", flush=True)
+          f"{'on' if plan.gradient_checkpointing else 'off'}, r={train_cfg.lora_r}, loss chunk "
+          f"{plan.loss_chunk_tokens}, per-layer table {'in RAM' if plan.per_layer_embeddings_on_cpu else 'on device'}",
+          flush=True)
 
     gc.collect()
     if cuda:
@@ -361,14 +401,11 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
     with rss:
         load_start = time.perf_counter()
         set_seed(42)  # the same LoRA initialisation for every configuration, as finetune_gemma.run seeds it
-        model, tokenizer = load_model_for_training(folder, plan, train_cfg)
-        if name in ("ours_chunked", "ours_lean"):
-            enable_chunked_loss(model)
-        moved_to_cpu = keep_per_layer_embeddings_on_cpu(model) if name == "ours_lean" else 0
+        model, tokenizer = load_model_for_training(folder, plan, train_cfg)  # applies the plan's levers
         load_seconds = time.perf_counter() - load_start
         model_bytes = torch.cuda.memory_allocated() if cuda else 0
-        # The training peak is measured from here on: loading has its own transient peak, and ours_lean moves the
-        # per-layer table off the GPU only after loading (a real implementation would load it on the CPU).
+        # The training peak is measured from here on: loading has its own transient peak (and the per-layer table
+        # is moved to the CPU only after loading).
         if cuda:
             load_peak = torch.cuda.max_memory_allocated()
             torch.cuda.empty_cache()
@@ -387,11 +424,10 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
         trainer.train()
     result = {
         "plan": {k: getattr(plan, k) for k in ("quantize_4bit", "compute_dtype", "micro_batch", "grad_accum",
-                                               "max_seq_len", "gradient_checkpointing")},
+                                               "max_seq_len", "gradient_checkpointing", "loss_chunk_tokens",
+                                               "per_layer_embeddings_on_cpu")},
         "lora_r": train_cfg.lora_r,
         "optimizer": trainer.args.optim if isinstance(trainer.args.optim, str) else trainer.args.optim.value,
-        "chunked_loss": name in ("ours_chunked", "ours_lean"),
-        "per_layer_embedding_bytes_on_cpu": moved_to_cpu,
         "load_seconds": round(load_seconds, 2),
         "losses": timer.losses,
     }
@@ -444,19 +480,19 @@ def memory_bytes(result: dict) -> int:
 def table(report: dict) -> str:
     cuda = report["device"]["device"] == "cuda"
     memory_title = "peak alloc/reserved GiB" if cuda else "peak RSS GiB (CPU)"
-    lines = [f"{'model':<14} {'config':<13} {'real tok/s':>11} {'x seed':>7} {'padding':>8} {'step s':>8} "
+    lines = [f"{'model':<14} {'config':<17} {'real tok/s':>11} {'x seed':>7} {'padding':>8} {'step s':>8} "
              f"{'MFU':>7} {memory_title:>24} {'predicted GiB':>14}"]
     for model_name, entry in report["models"].items():
         for config_name, r in entry["configs"].items():
             if "error" in r:
-                lines.append(f"{model_name:<14} {config_name:<13} {r['error']}")
+                lines.append(f"{model_name:<14} {config_name:<17} {r['error']}")
                 continue
             if cuda:
                 memory = f"{r['peak_allocated_bytes'] / GIB:.2f} / {r['peak_reserved_bytes'] / GIB:.2f}"
             else:
                 memory = f"{r['peak_rss_bytes'] / GIB:.2f}"
             lines.append(
-                f"{model_name:<14} {config_name:<13} {r['real_tokens_per_s']:>11.1f} "
+                f"{model_name:<14} {config_name:<17} {r['real_tokens_per_s']:>11.1f} "
                 f"{r.get('speedup_vs_seed', 1.0):>6.2f}x {100 * r['padding_fraction']:>7.1f}% "
                 f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>6.2f}% {memory:>24} "
                 f"{r['predicted_peak_bytes'] / GIB:>14.2f}"
@@ -505,12 +541,6 @@ def write_chart(report: dict, path: Path) -> None:
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_json(report: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -573,10 +603,12 @@ def run(args) -> Path:
                                                work)
                 except torch.OutOfMemoryError as exc:  # a finding (the plan was wrong), not a reason to stop
                     result = {"error": "out of memory", "detail": str(exc).splitlines()[0]}
+                if result is None:
+                    continue
                 if "error" in result:  # outside the except block, so the traceback no longer holds the model
                     print(f"    OUT OF MEMORY: {result['detail']}", flush=True)
                     entry["configs"][config_name] = result
-                    write_json(report, out_json)
+                    write_json(out_json, report)
                     gc.collect()
                     torch.cuda.empty_cache()
                     continue
@@ -589,7 +621,7 @@ def run(args) -> Path:
                     result["speedup_vs_seed"] = result["real_tokens_per_s"] / seed["real_tokens_per_s"]
                     result["memory_vs_seed"] = memory_bytes(result) / max(1, memory_bytes(seed))
                 entry["configs"][config_name] = result
-                write_json(report, out_json)
+                write_json(out_json, report)
             shutil.rmtree(folder, ignore_errors=True)  # E4B is 14 GB of bf16 safetensors
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -614,6 +646,8 @@ def main(argv=None) -> int:
                              ", as finetune_gemma plans it; --tiny 4)")
     parser.add_argument("--plan-memory-gib", type=float, default=0,
                         help="plan 'ours' for a card of this many GiB instead of this one's (e.g. 12)")
+    parser.add_argument("--small-card-gib", type=float, default=12,
+                        help="the ours_small_card row is planned for a card of this many GiB (default 12)")
     parser.add_argument("--work-dir", default=None, help="where the random checkpoints go (E4B: 14 GB)")
     args = parser.parse_args(argv)
     args.steps = args.steps or (2 if args.tiny else 8)

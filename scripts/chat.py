@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import write_json
 from ftg.models import resolve_model_dir
 
 TUNED_FILE = "finetuned_gemma.gguf"
@@ -188,9 +188,7 @@ def ensure_base_gguf(cfg, base_dir: Path | None = None) -> Path:
         convert.quantize(full, target, quant)
     finally:
         full.unlink(missing_ok=True)
-    tmp = record_path.with_name(BASE_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, record_path)
+    write_json(record_path, record)
     print(f"Base model GGUF: {target}")
     return target
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import write_json, write_text_atomic
 
 QUANTS = {
     # type: (llama.cpp ftype name, bits per weight as llama.cpp lists them for Llama-7B, trade-off)
@@ -195,9 +196,7 @@ def write_modelfile(output_dir: Path, gguf: Path) -> Path:
         'PARAMETER stop "<end_of_turn>"\n'
     )
     path = output_dir / "Modelfile"
-    tmp = path.with_name("Modelfile.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, text)
     return path
 
 
@@ -349,9 +348,7 @@ def gemma3n_layout_problems(model_dir: Path) -> list[str]:
 
 def write_report(output_dir: Path, report: dict) -> Path:
     path = output_dir / REPORT_FILE
-    tmp = path.with_name(REPORT_FILE + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, report)
     return path
 
 

@@ -43,9 +43,11 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from ftg.chunked_loss import enable_chunked_loss
 from ftg.config import add_config_arguments, config_from_args, describe
+from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
 from ftg.errors import UserError, run_main
-from ftg.files import replace_dir
+from ftg.files import replace_dir, write_json
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
 from ftg.runs import LATEST_FILE, find_run
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
@@ -74,8 +76,10 @@ CHECKPOINT_MARKER = "complete.json"
 """Written last into a checkpoint folder: the size of every file. A folder without it, or whose files differ from
 it, is half-written (killed mid-save) or damaged, and is skipped on resume."""
 
-NOT_TRAINING_SETTINGS = ("resume", "run_name", "auto_export", "sample_prompts", "max_bad_steps")
-"""Settings that may change between a run and its resumption without making it a different run."""
+NOT_TRAINING_SETTINGS = ("resume", "run_name", "auto_export", "sample_prompts", "max_bad_steps", "loss_chunk_tokens",
+                         "per_layer_embeddings_on_cpu")
+"""Settings that may change between a run and its resumption without making it a different run (the last two move
+memory around; the numbers computed stay the same)."""
 
 SAMPLE_REPLY_TOKENS = 48
 """New tokens per sample reply at each evaluation (greedy)."""
@@ -103,6 +107,10 @@ class DevicePlan:
     grad_accum: int
     max_seq_len: int
     gradient_checkpointing: bool
+    loss_chunk_tokens: int
+    """0: the model's own loss over all logits at once; else ftg.chunked_loss, this many tokens at a time."""
+    per_layer_embeddings_on_cpu: bool
+    """Gemma-3n's per-layer embedding table stays in RAM (ftg.cpu_embeddings) instead of GPU memory."""
     predicted_peak_bytes: int
     notes: list[str] = field(default_factory=list)
 
@@ -120,9 +128,13 @@ class DevicePlan:
             f"{self.micro_batch * self.grad_accum} conversations per step",
             f"  max sequence length {self.max_seq_len} tokens, gradient checkpointing "
             f"{'on' if self.gradient_checkpointing else 'off'}",
-            f"  batches are packed without padding (padding fraction 0%)",
+            "  batches are packed without padding (padding fraction 0%)",
+            f"  loss computed {self.loss_chunk_tokens} tokens at a time" if self.loss_chunk_tokens
+            else "  loss computed over all logits at once (train.loss_chunk_tokens 0)",
             f"  predicted peak memory {self.predicted_peak_bytes / gib:.1f} GiB",
         ]
+        if self.per_layer_embeddings_on_cpu:
+            lines.append("  Gemma-3n per-layer embedding table kept in RAM, not in GPU memory")
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -135,8 +147,10 @@ def _count_parameters(model_config, lora_r: int) -> dict:
     text_config = model_config.get_text_config()
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(text_config)
-    counts = {"quantizable": 0, "lora": 0, "hidden": text_config.hidden_size}
+    counts = {"quantizable": 0, "lora": 0, "per_layer_embedding": 0, "hidden": text_config.hidden_size}
     for name, module in model.named_modules():
+        if name.endswith("embed_tokens_per_layer"):  # Gemma-3n: 262k x (layers x 256), frozen, only indexed
+            counts["per_layer_embedding"] += module.weight.numel()
         if isinstance(module, torch.nn.Linear):
             if name != "lm_head" and should_convert_module(name, KEEP_OUT_OF_4BIT):
                 counts["quantizable"] += module.weight.numel()
@@ -155,15 +169,18 @@ def _count_parameters(model_config, lora_r: int) -> dict:
 
 
 def estimate_peak_bytes(
-    counts: dict, quantize_4bit: bool, dtype_bytes: int, micro_batch: int, seq_len: int, checkpointing: bool
+    counts: dict, quantize_4bit: bool, dtype_bytes: int, micro_batch: int, seq_len: int, checkpointing: bool,
+    loss_chunk_tokens: int = 0, per_layer_embeddings_on_cpu: bool = False,
 ) -> int:
-    """Rough peak memory of one training step, in bytes. Calibrated against measurements by bench/ (issue 7)."""
+    """Rough peak memory of one training step on the training device, in bytes (bench/train_throughput.py prints it
+    against the measured peak)."""
     hidden, layers, inter, vocab = counts["hidden"], counts["layers"], counts["intermediate"], counts["vocab"]
+    other = counts["other"] - (counts["per_layer_embedding"] if per_layer_embeddings_on_cpu else 0)
     if quantize_4bit:
         # nf4 with double quant: 4.127 bits per weight; everything else (embeddings, norms, skipped modules) in bf16.
-        weights = counts["quantizable"] * 4.127 / 8 + counts["other"] * 2
+        weights = counts["quantizable"] * 4.127 / 8 + other * 2
     else:
-        weights = (counts["quantizable"] + counts["other"]) * dtype_bytes
+        weights = (counts["quantizable"] + other) * dtype_bytes
     # LoRA weights in fp32: weight + grad + 2 AdamW moments = 16 bytes per parameter.
     lora = counts["lora"] * 16
     tokens = micro_batch * seq_len  # packed: one row of all the micro-batch's conversations
@@ -174,9 +191,14 @@ def estimate_peak_bytes(
         activations = tokens * hidden * dtype_bytes * layers + per_layer  # layer inputs + one layer recomputed
     else:
         activations = per_layer * layers
-    # Logits in the compute dtype, their fp32 upcast for the loss, and the gradient of both: the largest single
-    # activation with a 262k vocabulary (1024 tokens x 262144 x 12 bytes = 3.2 GB).
-    logits = tokens * vocab * (dtype_bytes + 4 + 4 + dtype_bytes)
+    if loss_chunk_tokens:
+        # One chunk's logits, recomputed in backward: compute-dtype logits, softcap temporaries, the fp32 log-softmax
+        # and gradients. bench/loss_memory.py measured 17.4 bytes per entry in fp32 (256 tokens x 262400: 1.09 GiB).
+        logits = min(tokens, loss_chunk_tokens) * vocab * (dtype_bytes + 12)
+    else:
+        # Logits in the compute dtype, their fp32 upcast for the loss, and the gradient of both: the largest single
+        # activation with a 262k vocabulary (1024 tokens x 262144 x 12 bytes = 3.2 GB).
+        logits = tokens * vocab * (dtype_bytes + 4 + 4 + dtype_bytes)
     return int((weights + lora + activations + logits) * 1.10)  # +10% for allocator slack and temporaries
 
 
@@ -190,6 +212,13 @@ def _as_int_or_auto(value: str, name: str) -> int | None:
     if number < 1:
         raise UserError(f"train.{name} must be at least 1, not {number}.")
     return number
+
+
+def _auto_on_off(value, name: str) -> bool | None:
+    choice = {"auto": None, "on": True, "off": False}.get(str(value).strip().lower(), "?")
+    if choice == "?":
+        raise UserError(f"train.{name} must be auto, on or off, not {value!r}.")
+    return choice
 
 
 def plan_device(
@@ -212,38 +241,48 @@ def plan_device(
     micro_batch = _as_int_or_auto(train_cfg.micro_batch, "micro_batch")
     seq_len = _as_int_or_auto(train_cfg.max_seq_len, "max_seq_len")
     grad_accum = _as_int_or_auto(train_cfg.grad_accum, "grad_accum")
-    checkpointing = {"auto": None, "on": True, "off": False}.get(str(train_cfg.gradient_checkpointing).lower(), "?")
-    if checkpointing == "?":
-        raise UserError(f"train.gradient_checkpointing must be auto, on or off, not {train_cfg.gradient_checkpointing!r}.")
+    checkpointing = _auto_on_off(train_cfg.gradient_checkpointing, "gradient_checkpointing")
+    offload = _auto_on_off(train_cfg.per_layer_embeddings_on_cpu, "per_layer_embeddings_on_cpu")
+    loss_chunk_tokens = int(train_cfg.loss_chunk_tokens)
+    if loss_chunk_tokens < 0:
+        raise UserError(f"train.loss_chunk_tokens must be 0 (off) or a positive number, not {loss_chunk_tokens}.")
 
     counts = _count_parameters(model_config, train_cfg.lora_r)
     budget = memory_bytes * (0.85 if cuda else 0.50)  # room for the CUDA context / the OS and other programs
 
-    def peak(mb, sl, ckpt):
-        return estimate_peak_bytes(counts, quantize_4bit, dtype_bytes, mb, sl, ckpt)
+    def peak(mb, sl, ckpt, on_cpu):
+        return estimate_peak_bytes(counts, quantize_4bit, dtype_bytes, mb, sl, ckpt, loss_chunk_tokens, on_cpu)
 
     seq_options = [seq_len] if seq_len else ([2048, 1024, 512] if cuda else [1024, 512])
     batch_options = [micro_batch] if micro_batch else [8, 4, 2, 1]
     ckpt_options = [checkpointing] if checkpointing is not None else [False, True]
+    if not cuda or not counts["per_layer_embedding"]:
+        offload_options = [False]  # on the CPU (or without such a table) there is no GPU memory to save
+    else:
+        offload_options = [offload] if offload is not None else [False, True]
     chosen = None
-    for sl in seq_options:  # longest context first, then the fastest setting (no checkpointing), then big batches
+    # Longest context first, then the fastest setting (no checkpointing, the table on the GPU), then big batches.
+    for sl in seq_options:
         for ckpt in ckpt_options:
-            for mb in batch_options:
-                if peak(mb, sl, ckpt) <= budget:
-                    chosen = (mb, sl, ckpt)
+            for on_cpu in offload_options:
+                for mb in batch_options:
+                    if peak(mb, sl, ckpt, on_cpu) <= budget:
+                        chosen = (mb, sl, ckpt, on_cpu)
+                        break
+                if chosen:
                     break
             if chosen:
                 break
         if chosen:
             break
     if not chosen:
-        chosen = (batch_options[-1], seq_options[-1], ckpt_options[-1])
+        chosen = (batch_options[-1], seq_options[-1], ckpt_options[-1], offload_options[-1])
         notes.append(
             f"even micro-batch {chosen[0]} at {chosen[1]} tokens is predicted to need "
             f"{peak(*chosen) / 1024**3:.1f} GiB of {memory_bytes / 1024**3:.1f} GiB: it may run out of memory; "
             "lower --max-seq-len or choose a smaller model"
         )
-    mb, sl, ckpt = chosen
+    mb, sl, ckpt, on_cpu = chosen
     if grad_accum is None:
         grad_accum = max(1, round(CONVERSATIONS_PER_STEP / mb))
     return DevicePlan(
@@ -256,7 +295,9 @@ def plan_device(
         grad_accum=grad_accum,
         max_seq_len=sl,
         gradient_checkpointing=ckpt,
-        predicted_peak_bytes=peak(mb, sl, ckpt),
+        loss_chunk_tokens=loss_chunk_tokens,
+        per_layer_embeddings_on_cpu=on_cpu,
+        predicted_peak_bytes=peak(mb, sl, ckpt, on_cpu),
         notes=notes,
     )
 
@@ -313,6 +354,10 @@ def load_model_for_training(model_dir: Path, plan: DevicePlan, train_cfg):
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)  # freezes every base weight (towers included)
+    if plan.loss_chunk_tokens:
+        enable_chunked_loss(model, plan.loss_chunk_tokens)
+    if plan.per_layer_embeddings_on_cpu:
+        keep_per_layer_embeddings_on_cpu(model)
     tokenizer = load_tokenizer(model_dir)
     return model, tokenizer
 
@@ -466,12 +511,6 @@ class CheckpointKeeper(TrainerCallback):
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoint files
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_marker(checkpoint: Path) -> None:

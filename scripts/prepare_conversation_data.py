@@ -43,6 +43,7 @@ from tqdm import tqdm
 from ftg.chat_formats import HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatError, Message, detect, read_messages
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import write_json
 
 TRAIN_FILE = "train_dataset.jsonl"
 EVAL_FILE = "eval_dataset.jsonl"
@@ -577,7 +578,7 @@ def run(cfg) -> Path:
               + "".join(f"\n          note: {n}" for n in entry["notes"]))
 
     report = make_report(totals, failed, ignored, input_dir, output_dir, measured_with, cfg)
-    write_json_atomic(output_dir / REPORT_FILE, report)
+    write_json(output_dir / REPORT_FILE, report)
     print_summary(report)
     if totals.examples["train"] + totals.examples["eval"] == 0:
         writer.discard()
@@ -686,12 +687,6 @@ def print_summary(report: dict) -> None:
     print()
     for label, value in rows:
         print(f"  {label:<28} {value:,}" if isinstance(value, int) else f"  {label:<28} {value}")
-
-
-def write_json_atomic(path: Path, value) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_histogram(lengths: array, limit: int, measured_with: str, path: Path) -> None:

@@ -28,7 +28,6 @@ import html
 import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import chat
 from ftg.chat_template import END_OF_TURN
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
+from ftg.files import write_text_atomic
 from ftg.runs import find_run, read_run
 
 REPORT_FILE = "report.html"
@@ -445,9 +445,7 @@ def run(cfg, run_name: str = "") -> Path:
             + "".join(sections) + "</body></html>\n")
     target = cfg.paths.output_dir / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(REPORT_FILE + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text_atomic(target, page)
     print(f"Report written in {time.time() - started:.0f} s" + (f": {summary}" if summary else ""))
     return target
 

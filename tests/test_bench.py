@@ -26,7 +26,8 @@ def test_train_throughput_tiny(tmp_path):
     assert report["tiny"] is True and report["device"]["device"] == "cpu"
     assert any("not a performance figure" in note.lower() for note in report["notes"])
     configs = report["models"]["gemma-3n-tiny"]["configs"]
-    assert set(configs) == {"seed", "ours", "ours_chunked", "ours_lean"}
+    # On the CPU the plan keeps the per-layer table where it is, so its lever row is the one that moves it.
+    assert set(configs) == {"seed", "ours", "ours_full_logits", "ours_ple_on_cpu"}
     for name, result in configs.items():
         assert math.isfinite(result["real_tokens_per_s"]) and result["real_tokens_per_s"] > 0, name
         assert result["timed_steps"] >= 1 and result["step_time_s"] > 0, name
@@ -42,9 +43,13 @@ def test_train_throughput_tiny(tmp_path):
     assert seed["padding_fraction"] > 0.4
     assert ours["padding_fraction"] < 0.05
     assert ours["padding_fraction"] < seed["padding_fraction"]
-    assert configs["ours_chunked"]["chunked_loss"] and not ours["chunked_loss"]
-    # Same data, same LoRA initialisation: the chunked loss must train on the same loss as the model's own.
-    for lever in ("ours_chunked", "ours_lean"):
-        assert abs(configs[lever]["losses"][0] - ours["losses"][0]) < 1e-4 * ours["losses"][0], lever
+    # ours is finetune_gemma's plan: the chunked loss on; each lever row flips exactly one lever.
+    assert ours["plan"]["loss_chunk_tokens"] > 0 and not ours["plan"]["per_layer_embeddings_on_cpu"]
+    assert configs["ours_full_logits"]["plan"] == {**ours["plan"], "loss_chunk_tokens": 0}
+    assert configs["ours_ple_on_cpu"]["plan"] == {**ours["plan"], "per_layer_embeddings_on_cpu": True}
+    # Same data, same LoRA initialisation: each lever must train on the same loss as the plain computation.
+    for lever in ("ours", "ours_ple_on_cpu"):
+        full = configs["ours_full_logits"]["losses"][0]
+        assert abs(configs[lever]["losses"][0] - full) < 1e-4 * full, lever
     assert ours["speedup_vs_seed"] > 0
     assert "ours" in completed.stdout and "x seed" in completed.stdout

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import convert
-import merge_lora
 from ftg.config import load_config
 from ftg.errors import UserError
 from ftg.gguf_check import read_eval_conversations

@@ -4,6 +4,7 @@ guard, Ctrl-C, the 270M end-to-end run, and check_tensorboard_runs. Everything r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -181,6 +182,38 @@ def test_device_plan_follows_the_card_and_the_user():
     assert any("may run out of memory" in n for n in tiny_ram.notes)
 
 
+def test_device_plan_uses_the_memory_levers_where_the_card_needs_them():
+    """E4B at 2048 tokens on a 12 GiB card (issue 7's goal) fits only with the chunked loss and the per-layer table
+    in RAM; a big card keeps the table on the GPU; the CPU never moves it; each lever can be switched off."""
+    from transformers import Gemma3nTextConfig, Gemma3TextConfig
+
+    e4b = Gemma3nTextConfig()
+    gib = 1024**3
+
+    def plan(memory_gib, device="cuda", model=e4b, **train):
+        cfg = load_config(overrides={"train": {"max_seq_len": "2048", **train}})
+        return finetune_gemma.plan_device(model, memory_gib * gib, cfg.train, device, "card", has_bf16=True)
+
+    small = plan(12)
+    assert small.loss_chunk_tokens == 1024 and small.per_layer_embeddings_on_cpu
+    assert small.predicted_peak_bytes <= 0.85 * 12 * gib
+    assert "per-layer embedding table kept in RAM" in small.describe()
+    # Without the levers the same card is predicted not to fit 2048 tokens even at micro-batch 1 with checkpointing.
+    plain = plan(12, loss_chunk_tokens=0, per_layer_embeddings_on_cpu="off")
+    assert any("may run out of memory" in note for note in plain.notes)
+    assert plain.predicted_peak_bytes > small.predicted_peak_bytes + 4 * gib
+    big = plan(80)
+    assert not big.per_layer_embeddings_on_cpu and not big.gradient_checkpointing
+    assert plan(80, per_layer_embeddings_on_cpu="on").per_layer_embeddings_on_cpu
+    assert not plan(12, device="cpu").per_layer_embeddings_on_cpu
+    gemma3 = Gemma3TextConfig(vocab_size=262144)  # no per-layer table: nothing to move
+    assert not plan(12, model=gemma3, per_layer_embeddings_on_cpu="on").per_layer_embeddings_on_cpu
+    with pytest.raises(UserError, match="per_layer_embeddings_on_cpu must be auto, on or off"):
+        plan(12, per_layer_embeddings_on_cpu="sometimes")
+    with pytest.raises(UserError, match="loss_chunk_tokens must be 0"):
+        plan(12, loss_chunk_tokens=-1)
+
+
 # ------------------------------------------------------------------------------------------------ Gemma-3n
 
 
@@ -192,9 +225,14 @@ def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, 
     cfg = load_config(overrides={"train": {"micro_batch": "2", "grad_accum": "1", "max_seq_len": "128",
                                            "max_steps": 3, "eval_every": 3, "warmup_ratio": 0.0}})  # fmt: skip
     plan = finetune_gemma.plan_device(AutoConfig.from_pretrained(tiny_gemma3n_dir), 8 * 1024**3, cfg.train)
+    # Both memory levers on, as a small card's plan has them (on the CPU the table stays put, but its hooks run).
+    plan = dataclasses.replace(plan, per_layer_embeddings_on_cpu=True)
+    assert plan.loss_chunk_tokens == 1024
     set_seed(0)
     model, tokenizer = finetune_gemma.load_model_for_training(tiny_gemma3n_dir, plan, cfg.train)
     assert type(model.get_base_model()).__name__ == "Gemma3nForCausalLM"
+    assert hasattr(model.get_base_model(), "_forward_without_chunked_loss")  # ftg.chunked_loss is in place
+    assert model.get_base_model().model.embed_tokens_per_layer._ftg_on_cpu  # ftg.cpu_embeddings is in place
     train_ds, _, _ = build_dataset(tokenizer, tmp_path / "data" / "train_dataset.jsonl", plan.max_seq_len)
     eval_ds, _, _ = build_dataset(tokenizer, tmp_path / "data" / "eval_dataset.jsonl", plan.max_seq_len)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
@@ -340,7 +378,7 @@ def test_demo_model_short_run_lowers_eval_loss_and_writes_everything(demo_model_
     record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     assert record["status"] == "finished" and record["model_class"] == "Gemma3ForCausalLM"
     assert record["base_model"] == str(demo_model_dir.resolve())
-    history = json.loads((run_dir / f"checkpoint-12" / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    history = json.loads((run_dir / "checkpoint-12" / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
     evals = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
     assert evals[0][0] == 0 and evals[-1][0] == 12
     assert evals[-1][1] < evals[0][1] - 0.5, evals

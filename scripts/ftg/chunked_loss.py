@@ -9,12 +9,13 @@ pass (torch.utils.checkpoint) instead of being kept, so the extra memory is one 
 The function applies `final_logit_softcapping` (Gemma-3n: 30.0) exactly as the model's forward does
 (logits / cap -> tanh -> * cap), and reduces the way transformers' ForCausalLMLoss does (labels shifted left by one;
 sum / num_items_in_batch when the Trainer passes it, else the mean over labelled tokens), so training computes the
-same function as inference and the same loss as the plain path (tests/test_chunked_loss.py checks within 1e-5).
+same function as inference and the same loss as the plain path (tests/test_training_levers.py checks loss and gradients within 1e-5).
 
 liger-kernel and cut-cross-entropy do this in fused Triton/CUDA kernels (faster, no recompute) but need CUDA, and
 liger has no Gemma-3n patch; this plain-torch version runs everywhere.
 
-Use: `enable_chunked_loss(model)` on the model (PEFT-wrapped or not) before building the Trainer.
+Use: `enable_chunked_loss(model)` on the model (PEFT-wrapped or not) before building the Trainer;
+finetune_gemma.load_model_for_training does it unless train.loss_chunk_tokens is 0.
 """
 
 from __future__ import annotations

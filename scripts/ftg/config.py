@@ -93,6 +93,10 @@ class TrainConfig:
     """Longest sample in tokens (longer ones are cut): auto (2048 on GPU if it fits, 1024 on CPU) or a number."""
     gradient_checkpointing: str = "auto"
     """Recompute activations to save memory: auto, on or off."""
+    loss_chunk_tokens: int = 1024
+    """Tokens whose 262k next-token scores the loss computes at once (saves GBs); 0 = all at once, the model's own loss."""
+    per_layer_embeddings_on_cpu: str = "auto"
+    """Gemma-3n: keep its 4-5 GB per-layer embedding table in RAM, not on the GPU: auto (when the card needs it), on, off."""
     lora_r: int = 16
     """LoRA rank: higher learns more and uses more memory."""
     lora_alpha: int = 32

@@ -6,8 +6,9 @@ frozen and only ever indexed, so it can live in CPU RAM: each forward looks up t
 CPU and copies just those to the GPU (4096 tokens x 35 x 256 x 2 bytes = 73 MB per micro-batch for E4B). This is
 what Google's "PLE caching" does on phones.
 
-Use: `keep_per_layer_embeddings_on_cpu(model)` after loading (PEFT-wrapped or not). Not yet a trainer setting:
-bench/train_throughput.py measures it as the `ours_lean` configuration.
+Use: `keep_per_layer_embeddings_on_cpu(model)` after loading (PEFT-wrapped or not). finetune_gemma does it when its
+device plan says so (train.per_layer_embeddings_on_cpu: auto = when the card is too small otherwise);
+bench/train_throughput.py measures the difference (ours_ple_on_gpu / ours_ple_on_cpu).
 """
 
 from __future__ import annotations

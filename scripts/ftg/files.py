@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a .tmp file renamed over it: readers see the old or the new file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data) -> None:
+    """Write `data` as indented UTF-8 JSON (non-ASCII kept readable; dates and paths as strings), atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def replace_dir(new: Path, target: Path) -> None:

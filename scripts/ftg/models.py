@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ftg.errors import UserError
+from ftg.files import write_json
 
 SELECTED_MODEL_FILE = "selected_model.json"
 """Written by download_model into models/: {"path": ..., "repo": ...}; read by the later stages."""
@@ -40,9 +41,7 @@ def select_model(models_dir: Path, model_dir: Path, repo: str = "") -> None:
     """Remember model_dir as the base model for the next stages."""
     models_dir.mkdir(parents=True, exist_ok=True)
     record = {"path": str(model_dir.resolve()), "repo": repo}
-    tmp = models_dir / (SELECTED_MODEL_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(models_dir / SELECTED_MODEL_FILE)
+    write_json(models_dir / SELECTED_MODEL_FILE, record)
 
 
 def load_tokenizer(model_dir: Path):
