@@ -21,7 +21,7 @@ Reads:  nothing (models are random, data is synthetic; seeded).
 Writes: <out>/train_throughput.json  every figure, written again after each configuration (a timeout keeps them)
         <out>/train_throughput.png   real tokens/s, padding and peak memory per model and configuration
 Run:
-    python bench/train_throughput.py --out bench_out                        E2B, E4B, Gemma 3 1B and 4B on a GPU
+    python bench/train_throughput.py --out bench_out                        E2B, E4B, Gemma 3 270M, 1B and 4B on a GPU
     python bench/train_throughput.py --models gemma-3n-E4B --plan-memory-gib 12   ours as planned for a 12 GiB card
     python bench/train_throughput.py --tiny --out /tmp/bench               a tiny Gemma-3n on the CPU (< 1 minute)
     python bench/train_throughput.py --tiny --models gemma-3n-tiny gemma-3-tiny   both tiny classes
@@ -85,6 +85,11 @@ REAL_MODELS = {
         activation_sparsity_pattern=[0.95] * 10 + [0.0] * 25)),
     "gemma-3-1b": ("Gemma3ForCausalLM", "Gemma3TextConfig", dict(
         vocab_size=262_144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=256, sliding_window=512, query_pre_attn_scalar=256,
+        max_position_embeddings=32_768)),
+    # The demo model (../shared/GEMMA_NOTES.md): small enough for a CPU check of the memory planner.
+    "gemma-3-270m": ("Gemma3ForCausalLM", "Gemma3TextConfig", dict(
+        vocab_size=262_144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
         num_key_value_heads=1, head_dim=256, sliding_window=512, query_pre_attn_scalar=256,
         max_position_embeddings=32_768)),
     "gemma-3-4b": ("Gemma3ForCausalLM", "Gemma3TextConfig", dict(
@@ -231,6 +236,7 @@ class PeakRSS:
 
         self.process = psutil.Process()
         self.peak = 0
+        self.start = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -240,6 +246,7 @@ class PeakRSS:
             self._stop.wait(0.02)
 
     def __enter__(self):
+        self.start = self.process.memory_info().rss
         self._thread.start()
         return self
 
@@ -450,15 +457,27 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
         "total_tokens_timed": total,
         "predicted_peak_bytes": plan.predicted_peak_bytes,
     })
+    # The plan predicts the worst case (every micro-batch full); the chat mix fills rows less, so the planner's
+    # formula is checked at the largest row this run actually fed the model.
+    largest_row = max(total for _, total in counter.batches)
+    dtype_bytes = 2 if plan.compute_dtype == "bfloat16" else 4
+    result["largest_row_tokens"] = largest_row
+    result["predicted_at_largest_row_bytes"] = estimate_peak_bytes(
+        _count_parameters(model_config, train_cfg.lora_r), plan.quantize_4bit, dtype_bytes, 1, largest_row,
+        plan.gradient_checkpointing, plan.loss_chunk_tokens, plan.per_layer_embeddings_on_cpu)
     if cuda:
         result["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         result["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
         result["model_loaded_bytes"] = model_bytes
         result["load_peak_allocated_bytes"] = load_peak
         result["allocated_before_bytes"] = allocated_before
-        result["measured_over_predicted"] = result["peak_allocated_bytes"] / plan.predicted_peak_bytes
+        measured = result["peak_allocated_bytes"]
     else:
         result["peak_rss_bytes"] = rss.peak  # the whole process (Python, torch, data), not just this configuration
+        # Above the RSS before loading. Memory freed by an earlier configuration in this process may be reused, so
+        # this is only meaningful for the first configuration of a run (e.g. --configs ours).
+        measured = result["peak_rss_above_start_bytes"] = rss.peak - rss.start
+    result["measured_over_predicted"] = measured / result["predicted_at_largest_row_bytes"]
     del trainer, model, tokenizer
     gc.collect()
     if cuda:
@@ -481,7 +500,7 @@ def table(report: dict) -> str:
     cuda = report["device"]["device"] == "cuda"
     memory_title = "peak alloc/reserved GiB" if cuda else "peak RSS GiB (CPU)"
     lines = [f"{'model':<14} {'config':<17} {'real tok/s':>11} {'x seed':>7} {'padding':>8} {'step s':>8} "
-             f"{'MFU':>7} {memory_title:>24} {'predicted GiB':>14}"]
+             f"{'MFU':>7} {memory_title:>24} {'plan GiB':>9} {'row pred GiB':>13} {'meas/pred':>10}"]
     for model_name, entry in report["models"].items():
         for config_name, r in entry["configs"].items():
             if "error" in r:
@@ -495,7 +514,8 @@ def table(report: dict) -> str:
                 f"{model_name:<14} {config_name:<17} {r['real_tokens_per_s']:>11.1f} "
                 f"{r.get('speedup_vs_seed', 1.0):>6.2f}x {100 * r['padding_fraction']:>7.1f}% "
                 f"{r['step_time_s']:>8.3f} {100 * r['mfu']:>6.2f}% {memory:>24} "
-                f"{r['predicted_peak_bytes'] / GIB:>14.2f}"
+                f"{r['predicted_peak_bytes'] / GIB:>9.2f} {r['predicted_at_largest_row_bytes'] / GIB:>13.2f} "
+                f"{r['measured_over_predicted']:>10.2f}"
             )
     return "\n".join(lines)
 

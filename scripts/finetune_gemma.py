@@ -41,7 +41,9 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-from transformers import TrainerCallback
+
+import ftg  # noqa: F401  before transformers, which imports bitsandbytes: see ftg/__init__.py
+from transformers import TrainerCallback  # noqa: E402
 
 from ftg.chunked_loss import enable_chunked_loss
 from ftg.config import add_config_arguments, config_from_args, describe

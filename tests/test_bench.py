@@ -34,11 +34,17 @@ def test_train_throughput_tiny(tmp_path):
         assert result["peak_rss_bytes"] > 0 and result["predicted_peak_bytes"] > 0, name
         assert all(math.isfinite(loss) for loss in result["losses"]), name
         assert not result["plan"]["quantize_4bit"], "the CPU plan is plain LoRA"
+        # The planner's formula at the largest row fed: never above its worst case, compared with the measurement.
+        plan = result["plan"]
+        assert 0 < result["largest_row_tokens"] <= plan["micro_batch"] * plan["max_seq_len"], name
+        assert 0 < result["predicted_at_largest_row_bytes"] <= result["predicted_peak_bytes"], name
+        assert result["measured_over_predicted"] > 0, name
 
     seed, ours = configs["seed"], configs["ours"]
     # The seed's shape: micro-batch 1 padded to 512, r=64, checkpointing on.
     assert seed["plan"]["micro_batch"] == 1 and seed["plan"]["max_seq_len"] == 512
     assert seed["plan"]["gradient_checkpointing"] and seed["lora_r"] == 64
+    assert seed["largest_row_tokens"] == 512  # every row padded to 512
     # Chat-like lengths (median 180 tokens) padded to 512 waste most of each row; packed rows waste nothing.
     assert seed["padding_fraction"] > 0.4
     assert ours["padding_fraction"] < 0.05
