@@ -11,6 +11,8 @@ optimizer steps in this one process under each configuration, on the same synthe
   ours_small_card  ours as finetune_gemma plans it for a --small-card-gib card (default 12: the issue's E4B goal),
                run on this one; skipped where that plan equals ours;
   ours_full_logits  ours with the model's own loss (all [tokens x 262k] logits at once): the chunked loss's effect;
+  ours_ckpt_on / ours_ckpt_off  ours with gradient checkpointing the other way than the plan chose (the one that
+               equals ours is skipped): what checkpointing costs in speed and saves in memory;
   ours_ple_on_gpu / ours_ple_on_cpu  ours with the per-layer table placed the other way than the plan placed it
                (Gemma-3n only; the one that equals ours is skipped): the effect of that lever.
 All see 16 conversations per optimizer step (CONVERSATIONS_PER_STEP; --tiny: 4). Lengths are log-normal, median
@@ -110,7 +112,8 @@ TINY_MODELS = {
         num_key_value_heads=1, head_dim=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64,
         max_position_embeddings=2048)),
 }
-CONFIGURATIONS = ("seed", "ours", "ours_small_card", "ours_full_logits", "ours_ple_on_gpu", "ours_ple_on_cpu")
+CONFIGURATIONS = ("seed", "ours", "ours_small_card", "ours_full_logits", "ours_ckpt_on", "ours_ckpt_off",
+                  "ours_ple_on_gpu", "ours_ple_on_cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -345,6 +348,11 @@ def ablated_plan(name: str, plan: DevicePlan, counts: dict) -> DevicePlan | None
         return plan
     if name == "ours_full_logits":
         changed = dataclasses.replace(plan, loss_chunk_tokens=0)
+    elif name in ("ours_ckpt_on", "ours_ckpt_off"):
+        checkpointing = name == "ours_ckpt_on"
+        if plan.gradient_checkpointing == checkpointing:
+            return None
+        changed = dataclasses.replace(plan, gradient_checkpointing=checkpointing)
     else:  # ours_ple_on_gpu / ours_ple_on_cpu
         on_cpu = name == "ours_ple_on_cpu"
         if not counts["per_layer_embedding"] or plan.per_layer_embeddings_on_cpu == on_cpu:

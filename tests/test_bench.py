@@ -27,7 +27,7 @@ def test_train_throughput_tiny(tmp_path):
     assert any("not a performance figure" in note.lower() for note in report["notes"])
     configs = report["models"]["gemma-3n-tiny"]["configs"]
     # On the CPU the plan keeps the per-layer table where it is, so its lever row is the one that moves it.
-    assert set(configs) == {"seed", "ours", "ours_full_logits", "ours_ple_on_cpu"}
+    assert set(configs) == {"seed", "ours", "ours_full_logits", "ours_ckpt_on", "ours_ple_on_cpu"}
     for name, result in configs.items():
         assert math.isfinite(result["real_tokens_per_s"]) and result["real_tokens_per_s"] > 0, name
         assert result["timed_steps"] >= 1 and result["step_time_s"] > 0, name
@@ -53,8 +53,9 @@ def test_train_throughput_tiny(tmp_path):
     assert ours["plan"]["loss_chunk_tokens"] > 0 and not ours["plan"]["per_layer_embeddings_on_cpu"]
     assert configs["ours_full_logits"]["plan"] == {**ours["plan"], "loss_chunk_tokens": 0}
     assert configs["ours_ple_on_cpu"]["plan"] == {**ours["plan"], "per_layer_embeddings_on_cpu": True}
+    assert configs["ours_ckpt_on"]["plan"] == {**ours["plan"], "gradient_checkpointing": True}
     # Same data, same LoRA initialisation: each lever must train on the same loss as the plain computation.
-    for lever in ("ours", "ours_ple_on_cpu"):
+    for lever in ("ours", "ours_ple_on_cpu", "ours_ckpt_on"):
         full = configs["ours_full_logits"]["losses"][0]
         assert abs(configs[lever]["losses"][0] - full) < 1e-4 * full, lever
     assert ours["speedup_vs_seed"] > 0
