@@ -28,6 +28,7 @@ import html
 import io
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 import chat
+from convert import native_output_to
 from ftg.chat_template import END_OF_TURN
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
@@ -111,7 +113,10 @@ def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: 
     from llama_cpp import Llama
 
     try:
-        vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)  # tokenizer only: to size the context
+        # Tokenizer only, to size the context. llama-cpp-python still makes a context for it, and llama.cpp then warns
+        # "n_ctx_seq (512) > n_ctx_train (0) -- possible training context overflow": true of no real model, so hidden.
+        with native_output_to(Path(os.devnull)):
+            vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
     except ValueError as exc:
         raise UserError(f"llama.cpp could not load {gguf} ({exc}). Make it again with convert_only.") from None
     if not vocab.metadata.get("tokenizer.chat_template"):
