@@ -40,7 +40,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ftg.chat_formats import HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatError, Message, detect, read_messages
+from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatError, Message, detect, read_messages,
+                              telegram_owner)
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import write_json
@@ -512,6 +513,23 @@ def participants_table(sources: list[tuple[Source, str]]) -> str:
     return "\n".join(["   messages  participant"] + rows) + more
 
 
+def export_owner(sources: list[tuple[Source, str]]) -> tuple[str, str] | None:
+    """(name, id) of the one account whose full Telegram export is among the messenger files, when every messenger
+    file is Telegram (ids are the same in all Telegram exports; WhatsApp and Discord files do not carry them)."""
+    if any(fmt != "telegram" for _, fmt in sources):
+        return None
+    owners = set()
+    for source, _ in sources:
+        try:
+            with open_source(source) as stream:
+                owner = telegram_owner(stream)
+        except (OSError, zipfile.BadZipFile, EOFError, zlib.error):
+            continue  # the main pass reports the file's problem
+        if owner:
+            owners.add(owner)
+    return owners.pop() if len({account_id for _, account_id in owners}) == 1 else None
+
+
 def run(cfg) -> Path:
     """Read every export under the input folder and write train/eval .jsonl files; returns the output folder."""
     data = cfg.data
@@ -550,6 +568,14 @@ def run(cfg) -> Path:
         )
     me = {name.casefold() for name in data.me if name.strip()}
     messenger_sources = [(s, f) for s, f in usable if f in MESSENGER_FORMATS]
+    if messenger_sources and not me:
+        owner = export_owner(messenger_sources)
+        if owner:
+            name, account_id = owner
+            data.me = [account_id]  # kept in the report's "me"
+            me = {account_id}
+            print(f"Learning the voice of {name or 'the account owner'} (id {account_id}): the owner of the Telegram "
+                  "export. To learn someone else's, pass --me NAME.")
     table = participants_table(messenger_sources) if messenger_sources and not me else ""
     if table:
         names = ", ".join(s.name for s, _ in messenger_sources[:3])

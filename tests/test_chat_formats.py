@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftg.chat_formats import MESSENGER_FORMATS, PARSERS, FormatError, detect, read_messages
+from ftg.chat_formats import MESSENGER_FORMATS, PARSERS, FormatError, detect, read_messages, telegram_owner
 
 EXPORTS = Path(__file__).parent / "exports"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -160,3 +160,13 @@ def test_big_exports_are_streamed_not_loaded_whole(tmp_path, fmt):
         # The first message comes after reading about one chunk (1 MB), not the whole file.
         assert first.text and stream.tell() < size / 4
         assert sum(1 for _ in messages) + 1 >= 58_000
+
+
+@FUZZ
+@given(info=json_values, data=st.binary(max_size=200))
+def test_telegram_owner_takes_any_document(info, data):
+    """Reading a file's owner never raises: a broken or odd file is left to the main pass to report."""
+    owner = telegram_owner(io.BytesIO(json.dumps({"personal_information": info, "chats": {}}).encode("utf-8")))
+    assert owner is None or (isinstance(owner[0], str) and owner[1])
+    telegram_owner(io.BytesIO(data))
+    telegram_owner(io.BytesIO(b'{"personal_information": {"user_id": 5, "first_name": "A"' + data))

@@ -149,13 +149,22 @@ def test_me_matches_an_account_id_and_is_required_for_messengers(tmp_path, capsy
     by_id, _ = prepare(tmp_path, EXPORTS / "telegram", me=["111"])  # Telegram's from_id is "user111"
     assert sorted(shape(by_id)) == sorted(EXPECTED["telegram"][0])
 
-    code = prep.main(["--input", str(EXPORTS / "telegram"), "--output", str(tmp_path / "out"),
+    # A full Telegram export names its owner (personal_information.user_id 111, Alice): without --me, that voice is
+    # learned, in the one-chat export beside it too (Telegram ids are global).
+    capsys.readouterr()
+    by_owner, report = prepare(tmp_path, EXPORTS / "telegram")
+    assert sorted(shape(by_owner)) == sorted(EXPECTED["telegram"][0])
+    assert report["me"] == ["111"]
+    assert "Learning the voice of Alice (id 111): the owner of the Telegram export" in capsys.readouterr().out
+
+    # A one-chat export does not say whose it is: `me` is required, with a participants table to choose from.
+    code = prep.main(["--input", str(EXPORTS / "telegram" / "single_chat"), "--output", str(tmp_path / "out"),
                       "--models-dir", str(tmp_path / "no-models")])
     error = capsys.readouterr().err
     assert code == 1
     assert "--me NAME" in error and "data.me" in error
     # The participants table: usable messages per person, so the user can pick their own name.
-    assert "          6  Alice  (id user111)" in error and "          4  Bob  (id user222)" in error
+    assert "          2  Мама  (id user777)" in error and "          2  Alice  (id user111)" in error
     assert not (tmp_path / "out" / prep.TRAIN_FILE).exists()
 
     with pytest.raises(UserError, match="nothing usable"):

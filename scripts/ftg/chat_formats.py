@@ -449,6 +449,33 @@ def _telegram_message(message, chat: dict) -> Message:
     )
 
 
+TELEGRAM_CHAT_KEYS = {"chats", "left_chats", "messages"}
+"""Top-level keys of result.json after which personal_information can no longer come (Telegram writes it first)."""
+
+
+def telegram_owner(stream) -> tuple[str, str] | None:
+    """(name, id) of the account that made a full Telegram Desktop export, from its personal_information; None for
+    a one-chat export. Reads only the head of the file: Telegram writes personal_information before the chats."""
+    _skip_bom(stream)
+    if _first_byte(stream) != b"{":
+        return None
+    info: dict = {}
+    try:
+        for prefix, event, value in ijson.parse(stream):
+            if prefix == "" and event == "map_key" and value in TELEGRAM_CHAT_KEYS:
+                break
+            if prefix.startswith("personal_information.") and event in ("number", "string"):
+                info[prefix.split(".", 1)[1]] = value
+            elif prefix == "personal_information" and event == "end_map":
+                break
+    except ijson.JSONError:
+        return None  # the main pass reports the broken file
+    if not info.get("user_id"):
+        return None
+    name = " ".join(_text(info.get(k)) for k in ("first_name", "last_name") if _text(info.get(k)))
+    return name, str(info["user_id"])
+
+
 def parse_telegram(stream, notes: list[str]) -> Iterator[Message]:
     """Telegram Desktop's result.json: one chat ({name, type, id, messages}) or a full export ({chats: {list}})."""
     for chat, message in _streamed_items(stream, TELEGRAM_LISTS):

@@ -50,7 +50,7 @@ class DataConfig:
     format: str = "auto"
     """Input format: auto, seed, instruction, chatgpt, claude, telegram, whatsapp, discord, sharegpt, messages."""
     me: list[str] = field(default_factory=list)
-    """Messenger exports: your display name(s) or account id(s), whose voice the model learns."""
+    """Messenger exports: your display name(s) or account id(s), whose voice the model learns (empty: a full Telegram export's owner)."""
     mode: str = "instruct"
     """instruct: one user turn + reply per example; conversational: also growing history and sliding windows."""
     input: str = ""
