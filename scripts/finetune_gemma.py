@@ -11,7 +11,8 @@ Writes:  output/runs/<run-name>/
            tensorboard/         loss, eval loss, lr, grad norm, tokens/s, padding, GPU memory, sample replies
            loss.png             the loss curves, written at the end
          output/runs/latest_run.txt  the name of the newest run (no symlink: Windows).
-Then, unless --no-auto-export: merge_lora and convert write the merged model and the GGUF files.
+Then, unless --no-auto-export: merge_lora and convert write the merged model and the GGUF files (the export
+settings apply: --quant Q8_0, --no-style-report, ...).
 
 Run:
     finetune_gemma.bat / ./finetune_gemma.sh                  resume the last run if data and settings match
@@ -54,7 +55,7 @@ from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_m
 from ftg.runs import LATEST_FILE, find_run
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
 
-SECTIONS = ["paths", "model", "train"]
+SECTIONS = ["paths", "model", "train", "export"]  # export: the GGUF settings of the auto-export after training
 
 LORA_TARGET_REGEX = r"^model\.(language_model\.)?layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
 """Every attention and MLP projection of the language model, and nothing in the vision or audio towers (whose

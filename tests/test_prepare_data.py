@@ -145,6 +145,23 @@ def test_each_format_gives_the_exact_conversations_and_roles(tmp_path, fmt):
         assert roles == ["user", "assistant"] * (len(roles) // 2) and example["source"].startswith(fmt + ":")
 
 
+def test_whatsapp_saved_as_utf16_is_found_and_read_the_same(tmp_path):
+    """Windows Notepad's "Unicode" is UTF-16 with a BOM: found without --format, read like the original."""
+    folder = tmp_path / "utf16"
+    shutil.copytree(EXPORTS / "whatsapp", folder)
+    for path in folder.rglob("*.txt"):
+        raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("cp1251")
+        path.write_bytes(text.encode("utf-16"))  # Python's utf-16 writes the BOM, little-endian here
+    assert next(folder.rglob("*.txt")).read_bytes()[:2] == b"\xff\xfe"
+    examples, report = prepare(tmp_path, folder, me=["Alice", "Алиса"])
+    assert sorted(shape(examples)) == sorted(EXPECTED["whatsapp"][0])
+    assert set(report["formats"]) == {"whatsapp"}
+
+
 def test_me_matches_an_account_id_and_is_required_for_messengers(tmp_path, capsys):
     by_id, _ = prepare(tmp_path, EXPORTS / "telegram", me=["111"])  # Telegram's from_id is "user111"
     assert sorted(shape(by_id)) == sorted(EXPECTED["telegram"][0])

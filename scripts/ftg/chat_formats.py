@@ -654,10 +654,13 @@ def _json_paths(head: bytes) -> set[str]:
 def detect(name: str, head: bytes) -> str:
     """The format of a file from its name and first bytes (BOM removed); "" when it is none we know."""
     if name.lower().endswith(".txt"):
-        try:
-            text = head.decode("utf-8")
-        except UnicodeDecodeError:
-            text = head.decode("utf-8" if _mostly_utf8(head) else "cp1251", errors="replace")
+        if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # saved as "Unicode" by Windows Notepad
+            text = head[: len(head) // 2 * 2].decode("utf-16", errors="replace")
+        else:
+            try:
+                text = head.decode("utf-8")
+            except UnicodeDecodeError:
+                text = head.decode("utf-8" if _mostly_utf8(head) else "cp1251", errors="replace")
         lines = [line for line in text.splitlines() if line.strip()][:30]
         return "whatsapp" if any(_whatsapp_header(line) for line in lines) else ""
     paths = _json_paths(head)
