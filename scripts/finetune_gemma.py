@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -263,21 +264,11 @@ def plan_device(
         offload_options = [False]  # on the CPU (or without such a table) there is no GPU memory to save
     else:
         offload_options = [offload] if offload is not None else [False, True]
-    chosen = None
-    # Longest context first, then the fastest setting (no checkpointing, the table on the GPU), then big batches.
-    for sl in seq_options:
-        for ckpt in ckpt_options:
-            for on_cpu in offload_options:
-                for mb in batch_options:
-                    if peak(mb, sl, ckpt, on_cpu) <= budget:
-                        chosen = (mb, sl, ckpt, on_cpu)
-                        break
-                if chosen:
-                    break
-            if chosen:
-                break
-        if chosen:
-            break
+    # The first that fits, in order of preference: the longest context, then the fastest setting (no checkpointing,
+    # then the table kept on the GPU), then the biggest micro-batch (product varies the last option fastest).
+    choices = itertools.product(seq_options, ckpt_options, offload_options, batch_options)
+    chosen = next(((mb, sl, ckpt, on_cpu) for sl, ckpt, on_cpu, mb in choices if peak(mb, sl, ckpt, on_cpu) <= budget),
+                  None)
     if not chosen:
         chosen = (batch_options[-1], seq_options[-1], ckpt_options[-1], offload_options[-1])
         notes.append(
