@@ -59,7 +59,6 @@ from finetune_gemma import (  # noqa: E402
     _count_parameters,
     build_trainer,
     detect_device,
-    estimate_peak_bytes,
     load_model_for_training,
     plan_device,
 )
@@ -305,14 +304,14 @@ def flops_per_token(linear: int, lora: int) -> float:
 def seed_plan(model_config, device: str, device_name: str, memory: int, has_bf16: bool, counts: dict) -> DevicePlan:
     """The seed's settings in our plan's terms (its 4-bit choice follows our plan: 4-bit where CUDA has bnb)."""
     ours = plan_device(model_config, memory, TrainConfig(), device, device_name, has_bf16)
-    dtype_bytes = 2 if ours.compute_dtype == "bfloat16" else 4
-    return DevicePlan(
+    plan = DevicePlan(
         device=device, device_name=device_name, memory_bytes=memory, quantize_4bit=ours.quantize_4bit,
         compute_dtype=ours.compute_dtype, micro_batch=1, grad_accum=CONVERSATIONS_PER_STEP,
         max_seq_len=SEED_SEQ_LEN, gradient_checkpointing=True, loss_chunk_tokens=0, per_layer_embeddings_on_cpu=False,
-        predicted_peak_bytes=estimate_peak_bytes(counts, ours.quantize_4bit, dtype_bytes, 1, SEED_SEQ_LEN, True),
-        notes=["the seed's configuration"],
+        predicted_peak_bytes=0, notes=["the seed's configuration"],
     )
+    plan.predicted_peak_bytes = plan.peak_bytes(counts)
+    return plan
 
 
 def seed_trainer(model, tokenizer, train_dataset, plan: DevicePlan, steps: int, output_dir: Path):
@@ -358,10 +357,7 @@ def ablated_plan(name: str, plan: DevicePlan, counts: dict) -> DevicePlan | None
         if not counts["per_layer_embedding"] or plan.per_layer_embeddings_on_cpu == on_cpu:
             return None
         changed = dataclasses.replace(plan, per_layer_embeddings_on_cpu=on_cpu)
-    dtype_bytes = 2 if plan.compute_dtype == "bfloat16" else 4
-    changed.predicted_peak_bytes = estimate_peak_bytes(
-        counts, plan.quantize_4bit, dtype_bytes, plan.micro_batch, plan.max_seq_len, plan.gradient_checkpointing,
-        changed.loss_chunk_tokens, changed.per_layer_embeddings_on_cpu)
+    changed.predicted_peak_bytes = changed.peak_bytes(counts)
     return changed
 
 
@@ -379,18 +375,20 @@ def ours_plan(model_config, memory: int, args, device_info) -> tuple[TrainConfig
     return train_cfg, plan
 
 
-def run_configuration(name: str, folder: Path, model_config, counts: dict, data: list[dict], args, device_info,
+def run_configuration(name: str, folder: Path, model_config, data: list[dict], args, device_info,
                       work: Path) -> dict | None:
     """Train args.steps optimizer steps under configuration `name`; its figures, or None where it equals ours."""
     device, device_name, memory, has_bf16 = device_info
     cuda = device == "cuda"
     plan_memory = int(args.plan_memory_gib * GIB) if args.plan_memory_gib else memory
     if name == "seed":
-        plan = seed_plan(model_config, device, device_name, plan_memory, has_bf16, counts)
         train_cfg = TrainConfig(max_steps=args.steps, lora_r=SEED_LORA_R, lora_alpha=2 * SEED_LORA_R)
+        counts = _count_parameters(model_config, train_cfg.lora_r)
+        plan = seed_plan(model_config, device, device_name, plan_memory, has_bf16, counts)
         plan.grad_accum = args.conversations_per_step
     else:
         train_cfg, plan = ours_plan(model_config, plan_memory, args, device_info)
+        counts = _count_parameters(model_config, train_cfg.lora_r)  # the rank ours trains with, for the lever rows
         if name == "ours_small_card":
             train_cfg, small = ours_plan(model_config, int(args.small_card_gib * GIB), args, device_info)
             same = dataclasses.replace(small, memory_bytes=plan.memory_bytes, notes=plan.notes) == plan
@@ -442,6 +440,7 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
                                                "max_seq_len", "gradient_checkpointing", "loss_chunk_tokens",
                                                "per_layer_embeddings_on_cpu")},
         "lora_r": train_cfg.lora_r,
+        "lora_parameters": counts["lora"],
         "optimizer": trainer.args.optim if isinstance(trainer.args.optim, str) else trainer.args.optim.value,
         "load_seconds": round(load_seconds, 2),
         "losses": timer.losses,
@@ -468,11 +467,8 @@ def run_configuration(name: str, folder: Path, model_config, counts: dict, data:
     # The plan predicts the worst case (every micro-batch full); the chat mix fills rows less, so the planner's
     # formula is checked at the largest row this run actually fed the model.
     largest_row = max(total for _, total in counter.batches)
-    dtype_bytes = 2 if plan.compute_dtype == "bfloat16" else 4
     result["largest_row_tokens"] = largest_row
-    result["predicted_at_largest_row_bytes"] = estimate_peak_bytes(
-        _count_parameters(model_config, train_cfg.lora_r), plan.quantize_4bit, dtype_bytes, 1, largest_row,
-        plan.gradient_checkpointing, plan.loss_chunk_tokens, plan.per_layer_embeddings_on_cpu)
+    result["predicted_at_largest_row_bytes"] = plan.peak_bytes(counts, micro_batch=1, seq_len=largest_row)
     if cuda:
         result["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         result["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
@@ -627,8 +623,7 @@ def run(args) -> Path:
                 (args.steps + 2) * args.conversations_per_step, model_config.vocab_size, seed=1234)
             for config_name in configs:
                 try:
-                    result = run_configuration(config_name, folder, model_config, counts, data, args, device_info,
-                                               work)
+                    result = run_configuration(config_name, folder, model_config, data, args, device_info, work)
                 except torch.OutOfMemoryError as exc:  # a finding (the plan was wrong), not a reason to stop
                     result = {"error": "out of memory", "detail": str(exc).splitlines()[0]}
                 if result is None:
@@ -640,8 +635,7 @@ def run(args) -> Path:
                     gc.collect()
                     torch.cuda.empty_cache()
                     continue
-                lora = _count_parameters(model_config, result["lora_r"])["lora"]
-                per_token = flops_per_token(linear, lora)
+                per_token = flops_per_token(linear, result["lora_parameters"])
                 result["flops_per_token"] = per_token
                 result["mfu"] = result["real_tokens_per_s"] * per_token / peak
                 seed = entry["configs"].get("seed")

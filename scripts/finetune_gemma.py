@@ -122,6 +122,13 @@ class DevicePlan:
     def dtype(self) -> torch.dtype:
         return getattr(torch, self.compute_dtype)
 
+    def peak_bytes(self, counts: dict, micro_batch: int | None = None, seq_len: int | None = None) -> int:
+        """estimate_peak_bytes for this plan (its micro-batch and length unless given); counts: _count_parameters."""
+        return estimate_peak_bytes(
+            counts, self.quantize_4bit, self.dtype.itemsize, micro_batch or self.micro_batch,
+            seq_len or self.max_seq_len, self.gradient_checkpointing, self.loss_chunk_tokens,
+            self.per_layer_embeddings_on_cpu)
+
     def describe(self) -> str:
         gib = 1024**3
         method = "QLoRA (4-bit nf4, double quant)" if self.quantize_4bit else "LoRA"
