@@ -19,13 +19,14 @@ import webbrowser
 
 from ftg.config import add_config_arguments, config_from_args
 from ftg.errors import UserError, run_main
+from ftg.runs import runs_dir as ftg_runs_dir
 
 
 def run(cfg, port: int | None = None, browser: bool = True, block: bool = True) -> str:
     """Start TensorBoard on output/runs and return its address; with block, wait until Ctrl-C."""
     from tensorboard import program
 
-    runs_dir = cfg.paths.output_dir / "runs"
+    runs_dir = ftg_runs_dir(cfg.paths.output_dir)
     if not any(runs_dir.glob("*/tensorboard")):
         raise UserError(f"no training runs in {runs_dir} yet. Run finetune_gemma first, then this again.")
     argv = [None, "--logdir", str(runs_dir), "--host", "localhost"]

@@ -53,7 +53,7 @@ from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
 from ftg.errors import UserError, run_main
 from ftg.files import replace_dir, write_json
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
-from ftg.runs import LATEST_FILE, find_run
+from ftg.runs import BEST_DIR, LATEST_FILE, RUN_FILE, find_run, runs_dir as ftg_runs_dir
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
 
 SECTIONS = ["paths", "model", "train", "export"]  # export: the GGUF settings of the auto-export after training
@@ -503,10 +503,10 @@ class CheckpointKeeper(TrainerCallback):
                 shutil.rmtree(path, ignore_errors=True)
         if ranked and ranked[0][1] != self.record.get("best_step"):
             best_loss, best_step = ranked[0]
-            copy_adapter(complete[best_step], self.run_dir / "best", self.tokenizer)
+            copy_adapter(complete[best_step], self.run_dir / BEST_DIR, self.tokenizer)
             self.record.update(best_step=best_step, best_eval_loss=best_loss)
         self.record["last_step"] = state.global_step
-        write_json(self.run_dir / "run.json", self.record)
+        write_json(self.run_dir / RUN_FILE, self.record)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -583,9 +583,9 @@ def choose_run(runs_dir: Path, record: dict, policy: str, run_name: str) -> tupl
         raise UserError(f"train.resume must be auto, new or force, not {policy!r}.")
     previous = latest_run_dir(runs_dir) if policy != "new" else None
     if run_name:
-        previous = runs_dir / run_name if (runs_dir / run_name / "run.json").exists() else None
+        previous = runs_dir / run_name if (runs_dir / run_name / RUN_FILE).exists() else None
     if previous is not None:
-        old = json.loads((previous / "run.json").read_text(encoding="utf-8"))
+        old = json.loads((previous / RUN_FILE).read_text(encoding="utf-8"))
         changes = [] if policy == "force" else settings_changes(
             {**old["settings"], "data_hash": old["data_hash"], "base_model": old["base_model"]},
             {**record["settings"], "data_hash": record["data_hash"], "base_model": record["base_model"]},
@@ -757,7 +757,7 @@ def run(cfg) -> Path:
         "status": "running",
         "started": datetime.now().isoformat(timespec="seconds"),
     }
-    runs_dir = cfg.paths.output_dir / "runs"
+    runs_dir = ftg_runs_dir(cfg.paths.output_dir)
     with state.main_process_first():  # under accelerate launch, rank 0 decides the run; the others follow it
         if state.is_main_process:
             run_dir, checkpoint, decision = choose_run(runs_dir, record, train_cfg.resume, train_cfg.run_name)
@@ -765,11 +765,11 @@ def run(cfg) -> Path:
             (runs_dir / LATEST_FILE).write_text(run_dir.name, encoding="utf-8")
         else:
             run_dir = runs_dir / (runs_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
-            checkpoint = newest_complete_checkpoint(run_dir) if (run_dir / "run.json").exists() else None
+            checkpoint = newest_complete_checkpoint(run_dir) if (run_dir / RUN_FILE).exists() else None
             decision = ""
     print(decision)
-    if (run_dir / "run.json").exists():
-        old = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    if (run_dir / RUN_FILE).exists():
+        old = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
         if old.get("status") == "finished" and checkpoint is None:
             print(f"Nothing to train. Adapter: {run_dir / 'best'}. Use --resume new to train again.")
             return run_dir
@@ -783,7 +783,7 @@ def run(cfg) -> Path:
     model.print_trainable_parameters()
     record["model_class"] = type(model.get_base_model()).__name__
     if state.is_main_process:
-        write_json(run_dir / "run.json", record)
+        write_json(run_dir / RUN_FILE, record)
     train_ds, train_stats, _ = build_dataset(tokenizer, files[0], plan.max_seq_len)
     eval_ds, eval_stats, eval_conversations = build_dataset(tokenizer, files[1], plan.max_seq_len)
     print(train_stats.summary("train", plan.max_seq_len))
@@ -823,7 +823,7 @@ def run(cfg) -> Path:
     record["finished"] = datetime.now().isoformat(timespec="seconds")
     record["last_step"] = trainer.state.global_step
     if state.is_main_process:
-        write_json(run_dir / "run.json", record)
+        write_json(run_dir / RUN_FILE, record)
     if record["best_step"] is not None:
         print(f"Best eval loss {record['best_eval_loss']:.4f} at step {record['best_step']}.")
     print(f"Done: {run_dir / 'best'}  (loss curves: {run_dir / 'loss.png'})")
