@@ -39,7 +39,6 @@ import argparse
 import dataclasses
 import gc
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -63,7 +62,7 @@ from finetune_gemma import (  # noqa: E402
     plan_device,
 )
 from ftg.config import TrainConfig  # noqa: E402
-from ftg.files import write_json  # noqa: E402
+from ftg.files import save_png, write_json  # noqa: E402
 from ftg.training_data import IGNORE_INDEX  # noqa: E402
 
 GIB = 1024**3
@@ -562,10 +561,7 @@ def write_chart(report: dict, path: Path) -> None:
     card = report["device"]["name"] + (" - tiny CPU smoke test, not a performance figure" if report["tiny"] else "")
     fig.suptitle(f"Training throughput, seed vs ours: {card}")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from ftg.chunked_loss import enable_chunked_loss
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
 from ftg.errors import UserError, run_main
-from ftg.files import replace_dir, write_json
+from ftg.files import replace_dir, save_png, write_json
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
 from ftg.runs import BEST_DIR, LATEST_FILE, RUN_FILE, find_run, runs_dir as ftg_runs_dir
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
@@ -706,10 +706,7 @@ def write_loss_plot(log_history: list[dict], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name("loss.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
 
 
 def export_after_training(cfg) -> None:

@@ -44,7 +44,7 @@ from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatErro
                               telegram_owner)
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import write_json
+from ftg.files import save_png, write_json
 
 TRAIN_FILE = "train_dataset.jsonl"
 EVAL_FILE = "eval_dataset.jsonl"
@@ -731,10 +731,7 @@ def save_histogram(lengths: array, limit: int, measured_with: str, path: Path) -
     axes.set_title(f"Example lengths ({len(lengths):,} examples)")
     axes.legend()
     figure.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    figure.savefig(tmp, format="png", dpi=80)
-    plt.close(figure)
-    os.replace(tmp, path)
+    save_png(figure, path, dpi=80)
 
 
 def main(argv: list[str] | None = None) -> int:

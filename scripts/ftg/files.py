@@ -8,11 +8,27 @@ import shutil
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) to `path` through a .tmp file renamed over it: readers see the old or the new file."""
+def replace_when_written(path: Path, write) -> None:
+    """Call write(tmp) on a .tmp file beside `path`, then rename it over `path`: readers see the old or the new
+    file, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    write(tmp)
     os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically."""
+    replace_when_written(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def save_png(figure, path: Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure to `path` as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        replace_when_written(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+    finally:
+        plt.close(figure)
 
 
 def write_json(path: Path, data) -> None:
