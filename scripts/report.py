@@ -42,6 +42,7 @@ from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import write_text_atomic
 from ftg.runs import find_run, read_run
+from ftg.training_data import DataStats, iter_conversations
 
 REPORT_FILE = "report.html"
 PREPARE_REPORT = "prepare_report.json"  # prepare_conversation_data.REPORT_FILE
@@ -72,25 +73,15 @@ def read_eval_conversations(path: Path, limit: int) -> list[list[dict]]:
     """Up to `limit` held-out conversations that end with a reply to a user message (what we score and show)."""
     if not path.exists():
         raise UserError(f"{path} is missing: run prepare_dataset (it writes the held-out conversations).")
-    conversations, bad = [], 0
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if len(conversations) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-                if not all(isinstance(m["content"], str) for m in messages):
-                    raise ValueError("content is not text")
-                usable = len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user"
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-                continue
-            if usable:
-                conversations.append(messages)
-            else:
-                bad += 1
+    conversations, stats, bad = [], DataStats(), 0
+    for messages in iter_conversations(path, stats):
+        if len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user":
+            conversations.append(messages)
+        else:
+            bad += 1
+        if len(conversations) >= limit:
+            break
+    bad += len(stats.skipped)
     if bad:
         print(f"  Skipped {bad} lines of {path} that are not a conversation ending with a reply.")
     if not conversations:

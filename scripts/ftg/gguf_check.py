@@ -14,13 +14,14 @@ The HF side is computed once (`build_reference`) and then compared with every GG
 
 from __future__ import annotations
 
-import json
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ftg.chat_template import END_OF_TURN, TEMPLATE_TAGS
+from ftg.training_data import DataStats, iter_conversations
 
 TOKENIZER_TEXTS = [
     "The quick brown fox jumps over the lazy dog. It's 3:45 p.m. — don't be late!",
@@ -51,22 +52,10 @@ def read_eval_conversations(path: Path, count: int) -> tuple[list[list[dict]], s
     """The first `count` conversations of the held-out eval file, or the fallback set; and where they came from."""
     if not path.exists():
         return FALLBACK_CONVERSATIONS[:count], "built-in prompts (no eval file found)"
-    conversations, bad = [], 0
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if len(conversations) == count:
-                break
-            if not line.strip():
-                continue
-            try:
-                messages = json.loads(line)["messages"]
-                if not messages or not all(isinstance(m.get("content"), str) for m in messages):
-                    raise ValueError
-                conversations.append(messages)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                bad += 1
-    if bad:
-        print(f"  Skipped {bad} malformed lines of {path} for the logit check.")
+    stats = DataStats()
+    conversations = list(itertools.islice(iter_conversations(path, stats), count))
+    if stats.skipped:
+        print(f"  Skipped {len(stats.skipped)} malformed lines of {path} for the logit check.")
     if not conversations:
         return FALLBACK_CONVERSATIONS[:count], f"built-in prompts ({path} has no usable conversations)"
     return conversations, str(path)

@@ -17,6 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 IGNORE_INDEX = -100
 """Label of a token that carries no loss (the value transformers' loss functions skip)."""
@@ -52,7 +53,11 @@ class DataStats:
 
 def read_conversations(path: Path, stats: DataStats) -> list[list[dict]]:
     """The `messages` lists of a .jsonl file; malformed lines are counted in `stats.skipped`, not dropped silently."""
-    conversations = []
+    return list(iter_conversations(path, stats))
+
+
+def iter_conversations(path: Path, stats: DataStats) -> Iterator[list[dict]]:
+    """read_conversations, one conversation at a time (a caller that needs the first few reads no further)."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -69,8 +74,7 @@ def read_conversations(path: Path, stats: DataStats) -> list[list[dict]]:
             if problem:
                 stats.skipped.append(f"{where}: {problem}")
                 continue
-            conversations.append([{"role": m["role"], "content": m["content"]} for m in messages])
-    return conversations
+            yield [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _message_problem(messages) -> str:
