@@ -34,6 +34,7 @@ import report  # noqa: E402
 from download_model import DEMO_DIR_NAME, build_demo_model  # noqa: E402
 from ftg.config import load_config  # noqa: E402
 from ftg.errors import UserError, run_main  # noqa: E402
+from ftg.training_data import EVAL_FILE  # noqa: E402
 
 TUNED_MIN, BASE_MAX, PPL_DROP_MIN = 0.80, 0.05, 0.30
 """The acceptance: tuned replies carry the marker >= 80 %, base replies <= 5 %, held-out perplexity down >= 30 %."""
@@ -83,12 +84,12 @@ def run(dataset: Path, marker: str, prompts_file: Path | None, me: list[str], wo
     tuned_gguf = cfg.paths.output_dir / "finetuned_gemma.gguf"
     base_gguf = chat.ensure_base_gguf(cfg, model_dir)
 
-    prompts = read_prompts(prompts_file, cfg.paths.data_dir / "eval_dataset.jsonl")
+    prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
     print(f"\nGenerating greedy replies to {len(prompts)} held-out prompts (marker {marker!r})...")
     tuned = marker_share(tuned_gguf, prompts, marker, cfg.chat, reply_tokens, "tuned")
     base = marker_share(base_gguf, prompts, marker, cfg.chat, reply_tokens, "base")
 
-    conversations = report.read_eval_conversations(cfg.paths.data_dir / "eval_dataset.jsonl", 10**6)
+    conversations = report.read_eval_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
     ppl_base = report.reply_perplexity(base_gguf, conversations, n_gpu_layers=0, desc="perplexity base")["perplexity"]
     ppl_tuned = report.reply_perplexity(tuned_gguf, conversations, n_gpu_layers=0, desc="perplexity tuned")["perplexity"]
     return {"tuned_marker": tuned, "base_marker": base, "ppl_base": ppl_base, "ppl_tuned": ppl_tuned,

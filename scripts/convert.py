@@ -34,6 +34,7 @@ from pathlib import Path
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import write_json, write_text_atomic
+from ftg.training_data import EVAL_FILE
 
 QUANTS = {
     # type: (llama.cpp ftype name, bits per weight as llama.cpp lists them for Llama-7B, trade-off)
@@ -266,7 +267,7 @@ def run(cfg, run_name: str = "", skip_merge: bool = False) -> Path:
     reference = None
     if export.verify_gguf:
         conversations, source = gguf_check.read_eval_conversations(
-            cfg.paths.data_dir / "eval_dataset.jsonl", export.verify_prompts)
+            cfg.paths.data_dir / EVAL_FILE, export.verify_prompts)
         print(f"Checking against the merged model on {len(conversations)} conversations from {source}...")
         t = time.time()
         reference = gguf_check.build_reference(merged, conversations, source, export.verify_tokens,

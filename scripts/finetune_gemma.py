@@ -54,7 +54,7 @@ from ftg.errors import UserError, run_main
 from ftg.files import replace_dir, save_png, write_json
 from ftg.models import load_causal_lm, load_tokenizer, resolve_model_dir, text_model_class
 from ftg.runs import BEST_DIR, LATEST_FILE, RUN_FILE, find_run, runs_dir as ftg_runs_dir
-from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
+from ftg.training_data import EVAL_FILE, TRAIN_FILE, build_dataset, data_hash, prompt_and_reference, render_ids
 
 SECTIONS = ["paths", "model", "train", "export"]  # export: the GGUF settings of the auto-export after training
 
@@ -727,7 +727,7 @@ def run(cfg) -> Path:
     train_cfg = cfg.train
     state = PartialState()
     model_dir = resolve_model_dir(cfg)
-    files = [cfg.paths.data_dir / "train_dataset.jsonl", cfg.paths.data_dir / "eval_dataset.jsonl"]
+    files = [cfg.paths.data_dir / TRAIN_FILE, cfg.paths.data_dir / EVAL_FILE]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise UserError(f"no training data: {', '.join(missing)} not found. Run prepare_dataset first.")

@@ -45,9 +45,8 @@ from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatErro
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import save_png, write_json
+from ftg.training_data import EVAL_FILE, TRAIN_FILE
 
-TRAIN_FILE = "train_dataset.jsonl"
-EVAL_FILE = "eval_dataset.jsonl"
 REPORT_FILE = "prepare_report.json"
 HISTOGRAM_FILE = "token_lengths.png"
 

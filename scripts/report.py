@@ -42,12 +42,11 @@ from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import write_text_atomic
 from ftg.runs import find_run, read_run
-from ftg.training_data import DataStats, iter_conversations
+from ftg.training_data import EVAL_FILE, DataStats, iter_conversations
 
 REPORT_FILE = "report.html"
 PREPARE_REPORT = "prepare_report.json"  # prepare_conversation_data.REPORT_FILE
 HISTOGRAM_FILE = "token_lengths.png"  # prepare_conversation_data.HISTOGRAM_FILE
-EVAL_FILE = "eval_dataset.jsonl"
 GGUF_REPORT = "gguf_report.json"  # convert.REPORT_FILE
 SECTIONS = ["paths", "model", "export", "chat"]
 

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+TRAIN_FILE = "train_dataset.jsonl"
+EVAL_FILE = "eval_dataset.jsonl"
+"""The files in data/ that prepare_dataset writes and finetune_gemma, convert and report read."""
+
 IGNORE_INDEX = -100
 """Label of a token that carries no loss (the value transformers' loss functions skip)."""
 
