@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import write_json
+from ftg.files import check_free_space, write_json
 from ftg.models import resolve_model_dir
 
 TUNED_FILE = "finetuned_gemma.gguf"
@@ -159,7 +159,6 @@ def ensure_base_gguf(cfg, base_dir: Path | None = None) -> Path:
     """output/base_model.gguf: the base model converted once to export.quant, like the tuned main file, so the two
     compare fairly. Reused while base_model.json matches the base folder and the quant type."""
     import convert  # the export stage's converter and quantizer, so both GGUFs are made the same way
-    from merge_lora import check_free_space
 
     base_dir = Path(base_dir or base_model_dir(cfg)).resolve()
     quant = convert.normalize_quants(cfg.export.quant, [])[0]

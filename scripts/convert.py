@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import write_json, write_text_atomic
+from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.training_data import EVAL_FILE
 
 QUANTS = {
@@ -231,7 +231,7 @@ def run(cfg, run_name: str = "", skip_merge: bool = False) -> Path:
     from setup_tools import CONVERTER_SCRIPT
 
     from ftg import gguf_check
-    from merge_lora import check_free_space, merged_dir
+    from merge_lora import merged_dir
 
     export = cfg.export
     quants = normalize_quants(export.quant, export.extra_quants)

@@ -28,7 +28,7 @@ from pathlib import Path
 from ftg.chat_template import ensure_chat_template
 from ftg.config import add_config_arguments, config_from_args
 from ftg.errors import UserError, run_main
-from ftg.files import replace_dir
+from ftg.files import check_free_space, replace_dir
 from ftg.models import CACHE_DIR, select_model
 
 
@@ -119,13 +119,7 @@ def check_free_disk(repo: str, token: str | None, target: Path) -> None:
         for s in info.siblings or []
         if any(Path(s.rfilename).match(p) for p in ALLOW_PATTERNS)
     )
-    target.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(target).free
-    if needed * 1.05 > free:
-        raise UserError(
-            f"{repo} needs {needed / 1e9:.1f} GB but {target} has only {free / 1e9:.1f} GB free. "
-            "Free some space and run download_model again."
-        )
+    free = check_free_space(target, int(needed * 1.05), repo, "Free some space and run download_model again.")
     print(f"{repo}: {needed / 1e9:.1f} GB to download, {free / 1e9:.0f} GB free.")
 
 

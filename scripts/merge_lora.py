@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import replace_dir
+from ftg.files import check_free_space, replace_dir
 from ftg.runs import best_adapter_dir, find_run, read_run
 
 MERGED_DIR = "merged"
@@ -53,17 +53,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def check_free_space(folder: Path, need_bytes: int, what: str) -> None:
-    """Refuse to start when the disk holding `folder` has less than `need_bytes` free."""
-    folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < need_bytes:
-        raise UserError(
-            f"not enough disk space for {what} in {folder}: {need_bytes / 1e9:.1f} GB needed, {free / 1e9:.1f} GB "
-            "free. Free some space (old runs in output/runs, old GGUF files) or set paths.output_dir to another disk."
-        )
 
 
 def checkpoint_files(model_dir: Path) -> list[Path]:

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ftg.errors import UserError
+
 
 def replace_when_written(path: Path, write) -> None:
     """Call write(tmp) on a .tmp file beside `path`, then rename it over `path`: readers see the old or the new
@@ -34,6 +36,20 @@ def save_png(figure, path: Path, dpi: int = 100) -> None:
 def write_json(path: Path, data) -> None:
     """Write `data` as indented UTF-8 JSON (non-ASCII kept readable; dates and paths as strings), atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+OUTPUT_SPACE_ADVICE = ("Free some space (old runs in output/runs, old GGUF files) or set paths.output_dir to another "
+                       "disk.")
+
+
+def check_free_space(folder: Path, need_bytes: int, what: str, advice: str = OUTPUT_SPACE_ADVICE) -> int:
+    """Refuse to start when the disk holding `folder` has less than `need_bytes` free; returns the free bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise UserError(f"not enough disk space for {what} in {folder}: {need_bytes / 1e9:.1f} GB needed, "
+                        f"{free / 1e9:.1f} GB free. {advice}")
+    return free
 
 
 def replace_dir(new: Path, target: Path) -> None:
