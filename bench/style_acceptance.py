@@ -27,14 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-import chat  # noqa: E402  (the project's stage scripts live in scripts/)
-import finetune_gemma  # noqa: E402
+import pipeline  # noqa: E402  (the project's stage scripts live in scripts/)
 import prepare_conversation_data  # noqa: E402
-import report  # noqa: E402
-from download_model import DEMO_DIR_NAME, build_demo_model  # noqa: E402
+from download_model import build_demo_model  # noqa: E402
 from ftg.config import load_config  # noqa: E402
 from ftg.errors import UserError, run_main  # noqa: E402
-from ftg.training_data import EVAL_FILE  # noqa: E402
+from ftg.gguf_make import ensure_base_gguf  # noqa: E402
+from ftg.gguf_run import generate_reply, open_gguf, reply_perplexity  # noqa: E402
+from ftg.paths import DEMO_MODEL_DIR, EVAL_FILE  # noqa: E402
+from ftg.training_data import reply_conversations  # noqa: E402
 
 TUNED_MIN, BASE_MAX, PPL_DROP_MIN = 0.80, 0.05, 0.30
 """The acceptance: tuned replies carry the marker >= 80 %, base replies <= 5 %, held-out perplexity down >= 30 %."""
@@ -45,7 +46,7 @@ def read_prompts(prompts_file: Path | None, eval_file: Path) -> list[str]:
     if prompts_file:
         prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
-        prompts = [conversation[-2]["content"] for conversation in report.read_eval_conversations(eval_file, 10**6)]
+        prompts = [conversation[-2]["content"] for conversation in reply_conversations(eval_file, 10**6)]
     if not prompts:
         raise UserError(f"no prompts found in {prompts_file or eval_file}.")
     return prompts
@@ -53,45 +54,40 @@ def read_prompts(prompts_file: Path | None, eval_file: Path) -> list[str]:
 
 def marker_share(gguf: Path, prompts: list[str], marker: str, chat_cfg, max_tokens: int, label: str) -> float:
     """Share of greedy single-turn replies that contain the marker."""
-    llm = chat.load_model(gguf, chat_cfg)
     hits = 0
-    try:
+    with open_gguf(gguf, chat_cfg.context_size, chat_cfg.n_gpu_layers) as model:
         for number, prompt in enumerate(prompts):
-            reply = chat.generate_reply(llm, [{"role": "user", "content": prompt}], max_tokens, temperature=0.0)
+            reply = generate_reply(model, [{"role": "user", "content": prompt}], max_tokens, temperature=0.0)
             hits += marker in reply
             if number < 3:
                 print(f"  [{label}] {prompt[:60]!r} -> {reply[:120]!r}")
-    finally:
-        llm.close()
     return hits / len(prompts)
 
 
 def run(dataset: Path, marker: str, prompts_file: Path | None, me: list[str], workdir: Path, model: Path | None,
         steps: int, learning_rate: float, reply_tokens: int) -> dict:
     started = time.perf_counter()
-    model_dir = model or build_demo_model(ROOT / "models" / DEMO_DIR_NAME)
+    model_dir = model or build_demo_model(ROOT / "models" / DEMO_MODEL_DIR)
     cfg = load_config(overrides={
         "paths": {"data_dir": workdir / "data", "output_dir": workdir / "output"},
         "model": {"model": str(model_dir)},
         "data": {"input": str(dataset), "output": str(workdir / "data"), "me": me},
-        "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new",
-                  "auto_export": True},
+        "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new"},
         "export": {"quant": "Q4_K_M", "extra_quants": []},
         "chat": {"n_gpu_layers": 0},
     })
     prepare_conversation_data.run(cfg)
-    finetune_gemma.run(cfg)  # trains, then merges and writes output/finetuned_gemma.gguf (Q4_K_M) with its checks
-    tuned_gguf = cfg.paths.output_dir / "finetuned_gemma.gguf"
-    base_gguf = chat.ensure_base_gguf(cfg, model_dir)
+    tuned_gguf = pipeline.run(cfg)  # trains, merges, writes output/finetuned_gemma.gguf (Q4_K_M) with its checks
+    base_gguf = ensure_base_gguf(cfg, model_dir)
 
     prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
     print(f"\nGenerating greedy replies to {len(prompts)} held-out prompts (marker {marker!r})...")
     tuned = marker_share(tuned_gguf, prompts, marker, cfg.chat, reply_tokens, "tuned")
     base = marker_share(base_gguf, prompts, marker, cfg.chat, reply_tokens, "base")
 
-    conversations = report.read_eval_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
-    ppl_base = report.reply_perplexity(base_gguf, conversations, n_gpu_layers=0, desc="perplexity base")["perplexity"]
-    ppl_tuned = report.reply_perplexity(tuned_gguf, conversations, n_gpu_layers=0, desc="perplexity tuned")["perplexity"]
+    conversations = reply_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
+    ppl_base = reply_perplexity(base_gguf, conversations, n_gpu_layers=0, desc="perplexity base")["perplexity"]
+    ppl_tuned = reply_perplexity(tuned_gguf, conversations, n_gpu_layers=0, desc="perplexity tuned")["perplexity"]
     return {"tuned_marker": tuned, "base_marker": base, "ppl_base": ppl_base, "ppl_tuned": ppl_tuned,
             "prompts": len(prompts), "eval_conversations": len(conversations),
             "seconds": time.perf_counter() - started}

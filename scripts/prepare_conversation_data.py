@@ -45,10 +45,8 @@ from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatErro
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import save_png, write_json
-from ftg.training_data import EVAL_FILE, TRAIN_FILE
+from ftg.paths import EVAL_FILE, LENGTHS_PLOT, PREPARE_REPORT, TRAIN_FILE
 
-REPORT_FILE = "prepare_report.json"
-HISTOGRAM_FILE = "token_lengths.png"
 
 CANDIDATE_SUFFIXES = (".json", ".jsonl", ".txt")
 NOT_CHATS = {"user.json", "users.json", "message_feedback.json", "shared_conversations.json", "model_comparisons.json",
@@ -603,16 +601,16 @@ def run(cfg) -> Path:
               + "".join(f"\n          note: {n}" for n in entry["notes"]))
 
     report = make_report(totals, failed, ignored, input_dir, output_dir, measured_with, cfg)
-    write_json(output_dir / REPORT_FILE, report)
+    write_json(output_dir / PREPARE_REPORT, report)
     print_summary(report)
     if totals.examples["train"] + totals.examples["eval"] == 0:
         writer.discard()
         raise UserError(
             f"nothing usable: no example could be made from {input_dir} (see the lines above and "
-            f"{output_dir / REPORT_FILE}). The previous train/eval files, if any, were left as they were."
+            f"{output_dir / PREPARE_REPORT}). The previous train/eval files, if any, were left as they were."
         )
     writer.publish()
-    save_histogram(totals.lengths, data.max_example_tokens, measured_with, output_dir / HISTOGRAM_FILE)
+    save_histogram(totals.lengths, data.max_example_tokens, measured_with, output_dir / LENGTHS_PLOT)
     print(f"\nWrote {output_dir / TRAIN_FILE} ({totals.examples['train']:,} examples) and "
           f"{output_dir / EVAL_FILE} ({totals.examples['eval']:,}).")
     print("Next: run finetune_gemma.bat / ./finetune_gemma.sh")

@@ -5,7 +5,7 @@ Reads (each part is optional; a missing one becomes a note that names the step t
     output/runs/<latest run>/                        finetune_gemma: run.json and the TensorBoard train/eval loss
     data/eval_dataset.jsonl                          prepare_dataset: the held-out conversations
     output/finetuned_gemma.gguf                      convert_to_gguf: the tuned model
-    the base model folder                            converted once to output/base_model.gguf (see chat.py)
+    the base model folder                            converted once to output/base_model.gguf (ftg/gguf_make.py)
     output/gguf_report.json                          convert_to_gguf: the GGUF check figures
 Writes:  output/report.html, self-contained: the charts are PNGs inside the file (data URIs), there is no external
          CSS or script, so it opens offline and can be mailed as one file.
@@ -28,26 +28,20 @@ import html
 import io
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
-import chat
-from convert import native_output_to
-from ftg.chat_template import END_OF_TURN
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import write_text_atomic
+from ftg.gguf_make import ensure_base_gguf
+from ftg.gguf_run import missing_gguf_hint, reply_perplexity, sample_replies
+from ftg.paths import (EVAL_FILE, GGUF_REPORT, LENGTHS_PLOT, LOSS_PLOT, MAIN_GGUF, PREPARE_REPORT, REPORT_HTML,
+                       TENSORBOARD_DIR)
 from ftg.runs import find_run, read_run
-from ftg.training_data import EVAL_FILE, DataStats, iter_conversations
+from ftg.training_data import reply_conversations
 
-REPORT_FILE = "report.html"
-PREPARE_REPORT = "prepare_report.json"  # prepare_conversation_data.REPORT_FILE
-HISTOGRAM_FILE = "token_lengths.png"  # prepare_conversation_data.HISTOGRAM_FILE
-GGUF_REPORT = "gguf_report.json"  # convert.REPORT_FILE
 SECTIONS = ["paths", "model", "export", "chat"]
 
 STYLE = """
@@ -64,117 +58,15 @@ table { border-collapse: collapse; margin: 0.5em 0; } td, th { border: 1px solid
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Figures (also used by bench/style_acceptance.py)
+# Figures
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def read_eval_conversations(path: Path, limit: int) -> list[list[dict]]:
-    """Up to `limit` held-out conversations that end with a reply to a user message (what we score and show)."""
-    if not path.exists():
-        raise UserError(f"{path} is missing: run prepare_dataset (it writes the held-out conversations).")
-    conversations, stats, bad = [], DataStats(), 0
-    for messages in iter_conversations(path, stats):
-        if len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user":
-            conversations.append(messages)
-        else:
-            bad += 1
-        if len(conversations) >= limit:
-            break
-    bad += len(stats.skipped)
-    if bad:
-        print(f"  Skipped {bad} lines of {path} that are not a conversation ending with a reply.")
-    if not conversations:
-        raise UserError(f"{path} holds no usable conversation: run prepare_dataset again and read its report.")
-    return conversations
-
-
-def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: int = -1, desc: str = "") -> dict:
-    """Perplexity of a GGUF on the last (assistant) reply of each conversation; the turns before it are context.
-
-    The prompt and the reply are split by the GGUF's own chat template: the prompt is the conversation without its
-    last message plus the generation prompt; the reply is the rest of the rendered text up to its <end_of_turn>.
-    Returns {"perplexity": on the reply's words, "perplexity_with_stop": also scoring its <end_of_turn>,
-    "mean_nll": nats per word token, "tokens": word tokens scored, "conversations"}.
-    The words are the headline: a base model gives <end_of_turn> a probability near e^-30, so that one token would
-    dominate the mean and any tuned model would look far better (the GGUF check tests stopping on its own).
-    """
-    import llama_cpp
-    import numpy as np
-    from llama_cpp import Llama
-
-    try:
-        # Tokenizer only, to size the context. llama-cpp-python still makes a context for it, and llama.cpp then warns
-        # "n_ctx_seq (512) > n_ctx_train (0) -- possible training context overflow": true of no real model, so hidden.
-        with native_output_to(Path(os.devnull)):
-            vocab = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
-    except ValueError as exc:
-        raise UserError(f"llama.cpp could not load {gguf} ({exc}). Make it again with convert_only.") from None
-    if not vocab.metadata.get("tokenizer.chat_template"):
-        raise UserError(f"{gguf} has no chat template embedded. Make it again with convert_only.")
-    sequences = []
-    for messages in conversations:
-        prompt_text = chat.render_prompt(vocab, messages[:-1], add_generation_prompt=True)
-        full_text = chat.render_prompt(vocab, messages, add_generation_prompt=False)
-        if not full_text.startswith(prompt_text):
-            raise ValueError(f"the chat template of {gguf} renders a conversation that does not extend its prompt")
-        # The newline after <end_of_turn> is never generated (generation stops at <end_of_turn>), so it is not scored.
-        reply_text = full_text[len(prompt_text):].rstrip("\n")
-        words_text = reply_text.removesuffix(END_OF_TURN)
-        prompt = vocab.tokenize(prompt_text.encode("utf-8"), add_bos=False, special=True)
-        words = vocab.tokenize(words_text.encode("utf-8"), add_bos=False, special=True)
-        stop = vocab.tokenize(reply_text[len(words_text):].encode("utf-8"), add_bos=False, special=True)
-        sequences.append((prompt, words, stop))
-    vocab.close()
-
-    n_ctx = max(len(prompt) + len(words) + len(stop) for prompt, words, stop in sequences)
-    try:
-        llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, verbose=False)
-    except ValueError as exc:
-        raise UserError(f"llama.cpp could not load {gguf} ({exc}). Make it again with convert_only.") from None
-    words_nll = stop_nll = 0.0
-    words_count = stop_count = 0
-    for prompt, words, stop in tqdm(sequences, desc=desc or f"perplexity {gguf.name}", unit="conv"):
-        llm.reset()
-        # The prompt in one batch, then the reply one token at a time: llama.cpp computes the 262k-wide output layer
-        # only for the last token of each batch, so no work is spent on logits of the prompt, which is not scored.
-        llm.eval(prompt)
-        reply = words + stop
-        for number, token in enumerate(reply):
-            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-            logits = logits.astype(np.float64)
-            peak = logits.max()
-            nll = float(peak + np.log(np.exp(logits - peak).sum()) - logits[token])
-            if number < len(words):
-                words_nll, words_count = words_nll + nll, words_count + 1
-            else:
-                stop_nll, stop_count = stop_nll + nll, stop_count + 1
-            if number + 1 < len(reply):
-                llm.eval([token])
-    llm.close()
-    if words_count == 0:
-        raise UserError(f"the held-out replies are all empty; there is nothing to score with {gguf.name}.")
-    return {"perplexity": math.exp(words_nll / words_count),
-            "perplexity_with_stop": math.exp((words_nll + stop_nll) / (words_count + stop_count)),
-            "mean_nll": words_nll / words_count, "tokens": words_count, "conversations": len(sequences)}
-
-
-def sample_replies(gguf: Path, conversations: list[list[dict]], chat_cfg, desc: str = "") -> list[str]:
-    """Greedy replies of a GGUF to each conversation without its last message (at most chat.report_reply_tokens)."""
-    llm = chat.load_model(gguf, chat_cfg)
-    replies = []
-    reserve = min(chat_cfg.report_reply_tokens, llm.n_ctx() // 2)
-    for messages in tqdm(conversations, desc=desc or f"replies {gguf.name}", unit="reply"):
-        prompt = chat.fit_to_context(llm, messages[:-1], reserve)
-        replies.append(chat.generate_reply(llm, prompt, chat_cfg.report_reply_tokens).strip())
-    llm.close()
-    return replies
 
 
 def loss_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """{"train/loss": [(step, loss), ...], "eval/loss": [...]} from the run's TensorBoard events (Trainer's tags)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    folder = run_dir / "tensorboard"
+    folder = run_dir / TENSORBOARD_DIR
     if not folder.is_dir():
         return {}
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})  # 0 = keep every point
@@ -275,7 +167,7 @@ def data_section(cfg) -> str:
     if failed:
         parts.append("<p>Files that could not be read:</p>"
                      + table(["file", "problem"], [[f.get("file", "?"), f.get("problem", "?")] for f in failed]))
-    histogram = data_dir / HISTOGRAM_FILE
+    histogram = data_dir / LENGTHS_PLOT
     if histogram.exists():
         parts.append(f'<img alt="example lengths" src="{png_data_uri(histogram.read_bytes())}">')
     return "".join(parts)
@@ -284,9 +176,9 @@ def data_section(cfg) -> str:
 def training_section(cfg, run_name: str) -> str:
     run_dir = find_run(cfg.paths.output_dir, run_name)
     info = read_run(run_dir)
-    best_loss = info.get("best_eval_loss")
-    rows = [["run", info["run_name"]], ["base model", info["base_model"]], ["status", info.get("status") or "-"],
-            ["steps", info.get("last_step") or "-"], ["best step", info.get("best_step") or "-"],
+    best_loss = info.best_eval_loss
+    rows = [["run", info.run_name], ["base model", info.base_model], ["status", info.status],
+            ["steps", info.last_step or "-"], ["best step", info.best_step or "-"],
             ["best eval loss", "-" if best_loss is None else f"{best_loss:.4f}"]]
     parts = [table(["", "value"], rows)]
     curves = loss_curves(run_dir)
@@ -304,10 +196,10 @@ def training_section(cfg, run_name: str) -> str:
         parts.append(f'<img alt="loss curves" src="{png_data_uri(figure_png(draw))}">')
         parts.append('<p class="small">The eval loss at step 0 is the base model\'s. It should fall, then level off; '
                      "if it rises while the train loss keeps falling, the model memorises (fewer epochs help).</p>")
-    elif (run_dir / "loss.png").exists():
-        parts.append(f'<img alt="loss curves" src="{png_data_uri((run_dir / "loss.png").read_bytes())}">')
+    elif (run_dir / LOSS_PLOT).exists():
+        parts.append(f'<img alt="loss curves" src="{png_data_uri((run_dir / LOSS_PLOT).read_bytes())}">')
     else:
-        parts.append(missing(f"No loss values logged yet in {run_dir / 'tensorboard'}: let finetune_gemma reach its "
+        parts.append(missing(f"No loss values logged yet in {run_dir / TENSORBOARD_DIR}: let finetune_gemma reach its "
                              "first log step."))
     return "".join(parts)
 
@@ -315,11 +207,11 @@ def training_section(cfg, run_name: str) -> str:
 def style_section(cfg) -> tuple[str, str]:
     """The perplexity table and the side-by-side replies; returns (html, one-line summary for the top)."""
     chat_cfg = cfg.chat
-    conversations = read_eval_conversations(cfg.paths.data_dir / EVAL_FILE,
-                                            max(chat_cfg.report_eval_examples, chat_cfg.report_samples))
-    tuned = cfg.paths.output_dir / chat.TUNED_FILE
+    conversations = reply_conversations(cfg.paths.data_dir / EVAL_FILE,
+                                        max(chat_cfg.report_eval_examples, chat_cfg.report_samples))
+    tuned = cfg.paths.output_dir / MAIN_GGUF
     if not tuned.exists():
-        raise UserError(f"{tuned} is missing: convert_to_gguf makes it (finetune_gemma runs it at the end).")
+        raise UserError(f"{tuned} is missing. {missing_gguf_hint(cfg.paths.output_dir)}")
     scored = conversations[: chat_cfg.report_eval_examples]
     shown = conversations[: chat_cfg.report_samples]
     # The tuned file first: converting the base is wasted when the tuned file is broken.
@@ -328,7 +220,7 @@ def style_section(cfg) -> tuple[str, str]:
     replies = {"tuned": sample_replies(tuned, shown, chat_cfg, "replies tuned")}
     base_problem = ""
     try:
-        models["base"] = chat.ensure_base_gguf(cfg)
+        models["base"] = ensure_base_gguf(cfg)
     except UserError as exc:
         base_problem = f"The base model could not be compared: {exc}"
     if "base" in models:
@@ -438,7 +330,7 @@ def run(cfg, run_name: str = "") -> Path:
             f'<p class="small">Made {esc(created)} from {esc(cfg.paths.output_dir)}.</p>'
             + (f"<p><b>{esc(summary)}</b></p>" if summary else "")
             + "".join(sections) + "</body></html>\n")
-    target = cfg.paths.output_dir / REPORT_FILE
+    target = cfg.paths.output_dir / REPORT_HTML
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, page)
     print(f"Report written in {time.time() - started:.0f} s" + (f": {summary}" if summary else ""))

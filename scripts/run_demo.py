@@ -8,9 +8,9 @@ Writes:  models/gemma-3-270m/, data/, output/runs/<run>/, output/merged/, output
 Run:     run_demo.bat / ./run_demo.sh            (then chat, or: chat.bat / ./chat.sh --compare)
          python scripts/run_demo.py --max-steps 20   any setting can be overridden, as in every stage
 
-Stages: prepare -> finetune (a short CPU run) -> merge -> convert Q4_K_M -> verify -> report (the last four run
-at the end of finetune_gemma, as in real use). The demo does not
-change the model that download_model selected for your own training.
+Stages: prepare -> finetune (a short CPU run) -> merge -> convert Q4_K_M -> verify -> report, the last five through
+scripts/pipeline.py as finetune_gemma's auto-export runs them. The demo does not change the model that
+download_model selected for your own training.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import sys
 import time
 
 import chat
-import finetune_gemma
+import pipeline
 import prepare_conversation_data
-import report
-from download_model import DEMO_DIR_NAME, build_demo_model
+from download_model import build_demo_model
 from ftg.config import PROJECT_ROOT, add_config_arguments, config_from_args
 from ftg.errors import run_main
+from ftg.paths import DEMO_MODEL_DIR, REPORT_HTML
 
 SAMPLE_DIR = PROJECT_ROOT / "dataset" / "sample"
 SAMPLE_VOICE = "Sunny"
@@ -51,7 +51,7 @@ def run(cfg) -> dict:
     times = {}
     start = stage(1, "Demo model: real Gemma 3 270M from the bundled GGUF")
     if not cfg.model.model:
-        cfg.model.model = str(build_demo_model(cfg.paths.models_dir / DEMO_DIR_NAME))
+        cfg.model.model = str(build_demo_model(cfg.paths.models_dir / DEMO_MODEL_DIR))
     times["model"] = time.perf_counter() - start
 
     start = stage(2, f"Prepare the sample chats ({SAMPLE_DIR.relative_to(PROJECT_ROOT)})")
@@ -61,17 +61,16 @@ def run(cfg) -> dict:
     times["prepare"] = time.perf_counter() - start
 
     start = stage(3, "Fine-tune, then merge, convert to GGUF, check it and write the style report")
-    cfg.train.auto_export = True  # finetune_gemma ends with merge_lora + convert, and convert writes the report
     cfg.export.style_report = True
-    finetune_gemma.run(cfg)
+    main_file = pipeline.run(cfg)
     times["finetune+export"] = time.perf_counter() - start
     times["total"] = sum(times.values())
 
     stage(4, "Done")
     for name, seconds in times.items():
         print(f"  {name:<16} {seconds / 60:5.1f} min")
-    print(f"\nYour model: {cfg.paths.output_dir / 'finetuned_gemma.gguf'}")
-    print(f"The report: {cfg.paths.output_dir / report.REPORT_FILE}")
+    print(f"\nYour model: {main_file}")
+    print(f"The report: {cfg.paths.output_dir / REPORT_HTML}")
     return times
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 from ftg.config import PROJECT_ROOT
 from ftg.errors import UserError, run_main
 from ftg.files import replace_dir
+from ftg.paths import CONVERTER_DIR, CONVERTER_SCRIPT
 
-CONVERTER_DIR = PROJECT_ROOT / "tools" / "llama.cpp"
-CONVERTER_SCRIPT = CONVERTER_DIR / "convert_hf_to_gguf.py"
 VERSION_FILE = CONVERTER_DIR / "VERSION"
 # What the converter needs from llama.cpp's source tree (vendor/llama.cpp/ inside the sdist).
 CONVERTER_PARTS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "requirements/", "LICENSE")
@@ -85,7 +84,7 @@ def check_table() -> list[tuple[str, str, bool]]:
         rows.append(("torch", torch.__version__, True))
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(0)
-            gpu = f"yes: {props.name}, {props.total_memory / 1024**3:.0f} GB VRAM"
+            gpu = f"yes: {props.name}, {props.total_memory / 1024**3:.0f} GiB VRAM"
             rows.append(("CUDA", gpu, True))
         else:
             rows.append(("CUDA", "no (CPU only: the demo works, real training needs an NVIDIA GPU)", True))
@@ -99,9 +98,9 @@ def check_table() -> list[tuple[str, str, bool]]:
     bnb = installed_version("bitsandbytes")
     rows.append(("bitsandbytes", (bnb or "MISSING") + ("" if cuda else " (used on GPU only)"), bnb is not None or not cuda))
     try:
-        import llama_cpp
+        from ftg.llama_runtime import runtime_version
 
-        rows.append(("llama_cpp", llama_cpp.__version__, True))
+        rows.append(("llama_cpp", runtime_version(), True))
     except Exception as exc:  # a failed build leaves an import error that the user must see
         rows.append(("llama_cpp", f"MISSING ({type(exc).__name__})", False))
     found = CONVERTER_SCRIPT.exists()

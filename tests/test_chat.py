@@ -1,6 +1,6 @@
 """scripts/chat.py, driven with scripted input on the real Gemma 3 270M converted to GGUF.
 
-The demo folder is converted once by chat.ensure_base_gguf (the same code --compare uses) into
+The demo folder is converted once by ftg.gguf_make.ensure_base_gguf (the same code --compare uses) into
 ~/.cache/finetune-gemma/demo-gguf; its base_model.json records the folder's fingerprint, so a later session reuses it.
 """
 
@@ -15,9 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import chat
 from ftg.config import PROJECT_ROOT, load_config
+from ftg.gguf_make import convert_hf_to_gguf, count_parameters, ensure_base_gguf
+from ftg.gguf_run import fit_to_context, generate_reply, open_gguf, prompt_tokens, render_prompt
+from ftg.llama_runtime import open_model
 from ftg.models import CACHE_DIR
+from ftg.paths import BASE_GGUF, BASE_RECORD
 
 CHAT_SCRIPT = PROJECT_ROOT / "scripts" / "chat.py"
 GREEDY = ["--temperature", "0", "--max-tokens", "8"]
@@ -28,7 +31,23 @@ def demo_gguf(demo_model_dir) -> Path:
     """The demo model as a Q4_K_M GGUF with Gemma's chat template embedded (converted once, ~25 s)."""
     cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / "demo-gguf"},
                                  "model": {"model": str(demo_model_dir)}})
-    return chat.ensure_base_gguf(cfg, demo_model_dir)
+    return ensure_base_gguf(cfg, demo_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_gemma3_dir) -> Path:
+    """The 2-layer random Gemma 3 as an f16 GGUF (with the chat template): a model that answers unlike the 270M."""
+    target = CACHE_DIR / "tiny-gguf" / f"{tiny_gemma3_dir.name}-F16.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_hf_to_gguf(tiny_gemma3_dir, target, "f16", count_parameters(tiny_gemma3_dir))
+    return target
+
+
+def greedy_reply(gguf: Path, messages: list[dict], max_tokens: int = 8) -> str:
+    """The reply chat must print for `messages` (greedy, so the same tokens), computed in this process."""
+    with open_gguf(gguf, n_ctx=load_config().chat.context_size) as model:
+        return generate_reply(model, messages, max_tokens).strip()
 
 
 def place(source: Path, target: Path) -> None:
@@ -53,15 +72,12 @@ def events(stdout: str) -> list[tuple[str, str]]:
 
 
 def test_gguf_carries_the_tokenizer_folders_chat_template(demo_gguf, demo_model_dir):
-    from llama_cpp import Llama
-
-    vocab = Llama(model_path=str(demo_gguf), vocab_only=True, verbose=False)
-    assert vocab.metadata["tokenizer.chat_template"] == (demo_model_dir / "chat_template.jinja").read_text("utf-8")
-    # Gemma has no system role: the embedded template puts the system text before the first user turn.
-    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Привет!"}]
-    assert chat.render_prompt(vocab, messages) == (
-        "<bos><start_of_turn>user\nBe brief.\n\nПривет!<end_of_turn>\n<start_of_turn>model\n")
-    vocab.close()
+    with open_model(demo_gguf, vocab_only=True) as vocab:
+        assert vocab.metadata["tokenizer.chat_template"] == (demo_model_dir / "chat_template.jinja").read_text("utf-8")
+        # Gemma has no system role: the embedded template puts the system text before the first user turn.
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Привет!"}]
+        assert render_prompt(vocab, messages) == (
+            "<bos><start_of_turn>user\nBe brief.\n\nПривет!<end_of_turn>\n<start_of_turn>model\n")
 
 
 def test_chat_streams_replies_resets_and_exits(demo_gguf, project_copy):
@@ -73,14 +89,10 @@ def test_chat_streams_replies_resets_and_exits(demo_gguf, project_copy):
     out = result.stdout
 
     # The replies the model gives to the same calls in this process (greedy, so the same tokens).
-    cfg = load_config(overrides={"chat": {"system_prompt": system, "temperature": 0, "max_tokens": 8}})
-    llm = chat.load_model(demo_gguf, cfg.chat)
-    first = chat.generate_reply(llm, [{"role": "system", "content": system},
-                                      {"role": "user", "content": "Hello there!"}], 8).strip()
+    first = greedy_reply(demo_gguf, [{"role": "system", "content": system}, {"role": "user", "content": "Hello there!"}])
     # After /reset the history is gone: the second reply answers the second message alone.
-    second = chat.generate_reply(llm, [{"role": "system", "content": system},
-                                       {"role": "user", "content": "What is your name?"}], 8).strip()
-    llm.close()
+    second = greedy_reply(demo_gguf, [{"role": "system", "content": system},
+                                      {"role": "user", "content": "What is your name?"}])
     assert first and second
 
     assert f"System prompt: {system}" in out
@@ -102,23 +114,21 @@ def test_chat_keeps_the_history_without_reset(demo_gguf, project_copy):
     result = run_chat(["--output-dir", "output", *GREEDY], "My name is Олег.\nWhat is my name?\n", project_copy)
     assert result.returncode == 0, result.stderr
 
-    cfg = load_config(overrides={"chat": {"temperature": 0, "max_tokens": 8}})
-    llm = chat.load_model(demo_gguf, cfg.chat)
     history = [{"role": "user", "content": "My name is Олег."}]
-    first = chat.generate_reply(llm, history, 8).strip()
+    first = greedy_reply(demo_gguf, history)
     history += [{"role": "assistant", "content": first}, {"role": "user", "content": "What is my name?"}]
-    second = chat.generate_reply(llm, history, 8).strip()
-    llm.close()
+    second = greedy_reply(demo_gguf, history)
     assert events(result.stdout) == [("you> ", ""), ("model> ", first), ("you> ", ""), ("model> ", second),
                                      ("you> ", "Bye.")]
 
 
-def test_compare_shows_base_then_tuned(demo_gguf, demo_model_dir, project_copy):
+def test_compare_shows_base_then_tuned(demo_gguf, tiny_gguf, demo_model_dir, project_copy):
     output = project_copy / "output"
-    place(demo_gguf, output / "finetuned_gemma.gguf")
+    # Two different models, so that each label can be checked against its own model's reply.
+    place(tiny_gguf, output / "finetuned_gemma.gguf")
     # The base GGUF that ensure_base_gguf made for this base folder: chat must reuse it, not convert again.
-    place(demo_gguf, output / chat.BASE_FILE)
-    shutil.copyfile(demo_gguf.with_name(chat.BASE_RECORD), output / chat.BASE_RECORD)
+    place(demo_gguf, output / BASE_GGUF)
+    shutil.copyfile(demo_gguf.with_name(BASE_RECORD), output / BASE_RECORD)
     result = run_chat(["--output-dir", "output", "--model", str(demo_model_dir), "--compare", *GREEDY],
                       "Hi!\n/exit\n", project_copy)
     assert result.returncode == 0, result.stderr
@@ -128,9 +138,9 @@ def test_compare_shows_base_then_tuned(demo_gguf, demo_model_dir, project_copy):
     said = events(out)
     assert [label for label, _ in said] == ["you> ", "base> ", "tuned> ", "you> "]
     base_reply, tuned_reply = said[1][1], said[2][1]
-    assert base_reply and tuned_reply
-    # Both files hold the same model here, so greedy decoding gives the same reply: the labels are the only change.
-    assert base_reply == tuned_reply
+    hi = [{"role": "user", "content": "Hi!"}]
+    assert base_reply == greedy_reply(demo_gguf, hi) and tuned_reply == greedy_reply(tiny_gguf, hi)
+    assert base_reply and tuned_reply and base_reply != tuned_reply
 
 
 def test_missing_damaged_and_templateless_files_are_one_line_errors(project_copy):
@@ -156,17 +166,16 @@ def test_missing_damaged_and_templateless_files_are_one_line_errors(project_copy
 
 
 def test_long_conversations_drop_their_oldest_turns(demo_gguf):
-    cfg = load_config()
-    llm = chat.load_model(demo_gguf, cfg.chat, n_ctx=128)
+    llm = open_gguf(demo_gguf, n_ctx=128)
     system = [{"role": "system", "content": "Be brief."}]
     turns = []
     for number in range(40):  # about 800 tokens
         turns += [{"role": "user", "content": f"Question number {number}, please answer it."},
                   {"role": "assistant", "content": f"Answer number {number}, here it is."}]
     turns.append({"role": "user", "content": "Last question?"})
-    fitted = chat.fit_to_context(llm, system + turns, reserve=32)
+    fitted = fit_to_context(llm, system + turns, reserve=32)
     # llama.cpp rounds the context up (to 256 tokens here), so the limit is what it reports.
-    assert len(chat.prompt_tokens(llm, fitted)) <= llm.n_ctx() - 32 < len(chat.prompt_tokens(llm, system + turns))
+    assert len(prompt_tokens(llm, fitted)) <= llm.n_ctx - 32 < len(prompt_tokens(llm, system + turns))
     assert fitted[0] == system[0] and fitted[-1] == turns[-1]
     assert fitted[1]["role"] == "user" and 3 <= len(fitted) < len(turns)
     assert fitted[1:] == turns[len(turns) - (len(fitted) - 1):]  # the newest turns, in order

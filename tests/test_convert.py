@@ -19,9 +19,11 @@ import pytest
 import torch
 
 import convert
+import pipeline
 from ftg.config import load_config
 from ftg.errors import UserError
-from ftg.gguf_check import read_eval_conversations
+from ftg import gguf_make
+from ftg.gguf_check import check_conversations
 from conftest import build_tiny_model
 from lora_runs import make_run
 from test_merge import load_strictly
@@ -101,7 +103,7 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     # convert_only redoes the conversion from output/merged without looking for the run; here without the checks.
     shutil.rmtree(out / "runs")
     cfg = project_config(project_copy, quant="Q3_K_M", verify_gguf=False)
-    assert convert.run(cfg, skip_merge=True) == out / "finetuned_gemma.gguf"
+    assert convert.run(cfg) == out / "finetuned_gemma.gguf"
     report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
     assert [row["type"] for row in report["files"]] == ["F16", "Q3_K_M"] and report["status"].startswith("not checked")
     assert "logits" not in report["files"][1] and report["files"][1]["size_bytes"] < rows["Q4_K_M"]["size_bytes"]
@@ -119,7 +121,7 @@ def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny
     make_run(project_copy / "output", tiny_gemma3n_llamacpp_dir, "Gemma3nForCausalLM")
     out = project_copy / "output"
     with pytest.raises(UserError, match=r"GGUF check FAILED for finetuned_gemma-F16.gguf: top-1 agreement") as failure:
-        convert.run(project_config(project_copy))
+        pipeline.export(project_config(project_copy))
     assert "llama.cpp hard-codes the real Gemma-3n layout" in str(failure.value)
     merged = json.loads((out / "merged" / "merge.json").read_text(encoding="utf-8"))
     assert merged["restored_tensors"] == [f"model.layers.1.self_attn.{n}.weight" for n in ("k_norm", "k_proj", "v_proj")]
@@ -166,14 +168,12 @@ def test_unknown_quant_is_one_clear_line(project_copy, capsys):
 
 def test_missing_converter_and_missing_merge_are_clear(project_copy, monkeypatch):
     with pytest.raises(UserError, match="no merged model in .* Run merge_lora"):
-        convert.run(project_config(project_copy), skip_merge=True)
-    import setup_tools
-
-    monkeypatch.setattr(setup_tools, "CONVERTER_SCRIPT", project_copy / "tools" / "convert_hf_to_gguf.py")
+        convert.run(project_config(project_copy))
+    monkeypatch.setattr(gguf_make, "CONVERTER_SCRIPT", project_copy / "tools" / "convert_hf_to_gguf.py")
     with pytest.raises(UserError, match="converter is missing .* Run prepare_venv"):
-        convert.run(project_config(project_copy), skip_merge=True)
+        convert.run(project_config(project_copy))
     with pytest.raises(UserError, match="gguf_precision must be f16 or bf16"):
-        convert.run(project_config(project_copy, gguf_precision="f32"), skip_merge=True)
+        convert.run(project_config(project_copy, gguf_precision="f32"))
 
 
 def test_quant_menu_takes_scripted_answers(capsys):
@@ -197,9 +197,9 @@ def test_quant_menu_takes_scripted_answers(capsys):
 
 
 def test_eval_file_fallback_and_malformed_lines(tmp_path, capsys):
-    conversations, source = read_eval_conversations(tmp_path / "missing.jsonl", 3)
+    conversations, source = check_conversations(tmp_path / "missing.jsonl", 3)
     assert len(conversations) == 3 and source.startswith("built-in")
     write_eval_file(tmp_path)
-    conversations, source = read_eval_conversations(tmp_path / "eval_dataset.jsonl", 8)
+    conversations, source = check_conversations(tmp_path / "eval_dataset.jsonl", 8)
     assert [c[0]["content"] for c in conversations] == ["Как прошли выходные?", "Can you fix this? print('hi'"]
     assert "Skipped 2 malformed lines" in capsys.readouterr().out

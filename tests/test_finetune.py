@@ -22,6 +22,9 @@ import torch
 import check_tensorboard_runs
 import finetune_gemma
 from conftest import requires_gpu
+from ftg import runs as ftg_runs
+from ftg.device_plan import LORA_TARGET_REGEX, detect_device, plan_device
+from ftg.models import load_model_for_training
 from ftg.config import PROJECT_ROOT, load_config
 from ftg.errors import UserError
 from ftg.models import load_tokenizer
@@ -158,27 +161,27 @@ def test_device_plan_follows_the_card_and_the_user():
     e4b = Gemma3nTextConfig()  # the real E4B shapes (GEMMA_NOTES)
     cfg = load_config(overrides={})
     gib = 1024**3
-    plan = finetune_gemma.plan_device(e4b, 24 * gib, cfg.train, "cuda", "RTX 4090", has_bf16=True)
+    plan = plan_device(e4b, 24 * gib, cfg.train, "cuda", "RTX 4090", has_bf16=True)
     assert plan.quantize_4bit and plan.compute_dtype == "bfloat16"
     assert plan.predicted_peak_bytes <= 0.85 * 24 * gib
     assert plan.micro_batch * plan.grad_accum >= 8
-    small = finetune_gemma.plan_device(e4b, 8 * gib, cfg.train, "cuda", "small card", has_bf16=True)
+    small = plan_device(e4b, 8 * gib, cfg.train, "cuda", "small card", has_bf16=True)
     assert small.predicted_peak_bytes < plan.predicted_peak_bytes
     assert (small.max_seq_len, small.micro_batch, not small.gradient_checkpointing) < (
         plan.max_seq_len, plan.micro_batch, not plan.gradient_checkpointing
     )
-    old_card = finetune_gemma.plan_device(e4b, 24 * gib, cfg.train, "cuda", "T4", has_bf16=False)
+    old_card = plan_device(e4b, 24 * gib, cfg.train, "cuda", "T4", has_bf16=False)
     assert old_card.compute_dtype == "float32" and any("float32" in n for n in old_card.notes)
 
     m270 = Gemma3TextConfig(hidden_size=640, intermediate_size=2048, num_hidden_layers=18, vocab_size=262144,
                             num_attention_heads=4, num_key_value_heads=1, head_dim=256)  # fmt: skip
-    cpu = finetune_gemma.plan_device(m270, 16 * gib, cfg.train)
+    cpu = plan_device(m270, 16 * gib, cfg.train)
     assert not cpu.quantize_4bit and cpu.compute_dtype == "float32" and cpu.device == "cpu"
     cfg.train.micro_batch, cfg.train.max_seq_len, cfg.train.gradient_checkpointing = "3", "300", "on"
-    forced = finetune_gemma.plan_device(m270, 16 * gib, cfg.train)
+    forced = plan_device(m270, 16 * gib, cfg.train)
     assert (forced.micro_batch, forced.max_seq_len, forced.gradient_checkpointing) == (3, 300, True)
     assert forced.grad_accum == 5  # round(16 / 3)
-    tiny_ram = finetune_gemma.plan_device(m270, 1 * gib, cfg.train)
+    tiny_ram = plan_device(m270, 1 * gib, cfg.train)
     assert any("may run out of memory" in n for n in tiny_ram.notes)
 
 
@@ -192,7 +195,7 @@ def test_device_plan_uses_the_memory_levers_where_the_card_needs_them():
 
     def plan(memory_gib, device="cuda", model=e4b, **train):
         cfg = load_config(overrides={"train": {"max_seq_len": "2048", **train}})
-        return finetune_gemma.plan_device(model, memory_gib * gib, cfg.train, device, "card", has_bf16=True)
+        return plan_device(model, memory_gib * gib, cfg.train, device, "card", has_bf16=True)
 
     small = plan(12)
     assert small.loss_chunk_tokens == 1024 and small.per_layer_embeddings_on_cpu
@@ -224,12 +227,12 @@ def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, 
     write_data(tmp_path / "data", n_train=16, n_eval=2)
     cfg = load_config(overrides={"train": {"micro_batch": "2", "grad_accum": "1", "max_seq_len": "128",
                                            "max_steps": 3, "eval_every": 3, "warmup_ratio": 0.0}})  # fmt: skip
-    plan = finetune_gemma.plan_device(AutoConfig.from_pretrained(tiny_gemma3n_dir), 8 * 1024**3, cfg.train)
+    plan = plan_device(AutoConfig.from_pretrained(tiny_gemma3n_dir), 8 * 1024**3, cfg.train)
     # Both memory levers on, as a small card's plan has them (on the CPU the table stays put, but its hooks run).
     plan = dataclasses.replace(plan, per_layer_embeddings_on_cpu=True)
     assert plan.loss_chunk_tokens == 1024
     set_seed(0)
-    model, tokenizer = finetune_gemma.load_model_for_training(tiny_gemma3n_dir, plan, cfg.train)
+    model, tokenizer = load_model_for_training(tiny_gemma3n_dir, plan, cfg.train)
     assert type(model.get_base_model()).__name__ == "Gemma3nForCausalLM"
     assert hasattr(model.get_base_model(), "_forward_without_chunked_loss")  # ftg.chunked_loss is in place
     assert model.get_base_model().model.embed_tokens_per_layer._ftg_on_cpu  # ftg.cpu_embeddings is in place
@@ -245,7 +248,7 @@ def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, 
     assert {n for n in lora if ".lora_B." in n} <= changed  # every adapter learned something
     for name in lora:  # base_model.model.model.layers.N.(self_attn|mlp).X_proj.lora_A.default.weight
         module = name.split("base_model.model.", 1)[1].split(".lora_")[0]
-        assert re.fullmatch(finetune_gemma.LORA_TARGET_REGEX, module), name
+        assert re.fullmatch(LORA_TARGET_REGEX, module), name
     targeted = {n.split(".lora_")[0].rsplit(".", 1)[1] for n in lora}
     assert targeted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -255,30 +258,34 @@ def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, 
 
 def test_choose_run_resumes_same_settings_and_says_what_changed(tmp_path):
     runs = tmp_path / "runs"
-    record = {"settings": {"learning_rate": 2e-4, "lora_r": 16, "resume": "auto"}, "data_hash": "abc",
-              "base_model": "/m", "status": "running"}  # fmt: skip
+    record = ftg_runs.RunRecord(run_name="r1", base_model="/m", data_hash="abc",
+                                settings={"learning_rate": 2e-4, "lora_r": 16, "resume": "auto"})
     run_dir = runs / "r1"
     (run_dir / "checkpoint-4").mkdir(parents=True)
     (run_dir / "checkpoint-4" / "adapter_model.safetensors").write_bytes(b"x" * 100)
-    finetune_gemma.write_marker(run_dir / "checkpoint-4")
+    ftg_runs.write_marker(run_dir / "checkpoint-4")
     (run_dir / "checkpoint-6").mkdir()  # killed mid-save: no marker
-    finetune_gemma.write_json(run_dir / "run.json", record)
+    record.save(run_dir)
     (runs / "latest_run.txt").write_text("r1", encoding="utf-8")
 
-    folder, checkpoint, message = finetune_gemma.choose_run(runs, record, "auto", "")
+    folder, checkpoint, message = ftg_runs.choose_run(tmp_path, record, "auto", "")
     assert folder == run_dir and checkpoint == run_dir / "checkpoint-4" and "Resuming run r1" in message
     assert not (run_dir / "checkpoint-6").exists()  # half-written: skipped and removed
 
-    changed = {**record, "settings": {**record["settings"], "learning_rate": 1e-4, "resume": "new"}}
-    folder, checkpoint, message = finetune_gemma.choose_run(runs, changed, "auto", "")
+    changed = dataclasses.replace(record, settings={**record.settings, "learning_rate": 1e-4, "resume": "new"})
+    folder, checkpoint, message = ftg_runs.choose_run(tmp_path, changed, "auto", "")
     assert folder != run_dir and checkpoint is None
     assert "learning_rate: 0.0002 -> 0.0001" in message and "resume" not in message.split("differs")[1]
-    folder, checkpoint, _ = finetune_gemma.choose_run(runs, {**record, "data_hash": "new"}, "auto", "")
+    folder, checkpoint, _ = ftg_runs.choose_run(tmp_path, dataclasses.replace(record, data_hash="new"), "auto", "")
     assert checkpoint is None
-    folder, checkpoint, message = finetune_gemma.choose_run(runs, changed, "force", "")
+    folder, checkpoint, message = ftg_runs.choose_run(tmp_path, changed, "force", "")
     assert checkpoint == run_dir / "checkpoint-4" and "force" in message
-    folder, checkpoint, _ = finetune_gemma.choose_run(runs, record, "new", "")
+    folder, checkpoint, _ = ftg_runs.choose_run(tmp_path, record, "new", "")
     assert folder != run_dir and checkpoint is None
+    # A finished run with the same data and settings is not trained again.
+    dataclasses.replace(record, status="finished").save(run_dir)
+    folder, checkpoint, message = ftg_runs.choose_run(tmp_path, record, "auto", "")
+    assert folder == run_dir and checkpoint is None and "already finished" in message
 
 
 def test_sigkill_then_resume_continues_the_loss_curve_and_skips_a_truncated_checkpoint(tiny_gemma3_dir, tmp_path):
@@ -346,8 +353,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tiny_gemma3_dir, tmp_path):
         process.kill()
     assert process.returncode == 130, output[-3000:]
     assert "saving a checkpoint" in output
-    checkpoints = finetune_gemma.checkpoint_dirs(next(runs.glob("*/run.json")).parent)
-    assert checkpoints and finetune_gemma.checkpoint_problem(checkpoints[-1]) == ""
+    checkpoints = ftg_runs.checkpoint_dirs(next(runs.glob("*/run.json")).parent)
+    assert checkpoints and ftg_runs.checkpoint_problem(checkpoints[-1]) == ""
     assert int(checkpoints[-1].name.split("-")[1]) < 100  # saved at the interrupted step, not a scheduled one
 
 
@@ -394,8 +401,7 @@ def test_demo_model_short_run_lowers_eval_loss_and_writes_everything(demo_model_
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0, "scalars": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
-    for tag in ("train/loss", "eval/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second",
-                "train/padding_fraction"):  # fmt: skip
+    for tag in ("train/loss", "eval/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second"):
         assert tag in scalars, (tag, scalars)
     texts = {tag: events.Tensors(tag) for tag in events.Tags()["tensors"] if tag.startswith("replies/")}
     assert [e.step for e in texts["replies/base_model/text_summary"]] == [0]
@@ -438,10 +444,10 @@ def test_qlora_on_gemma3n_at_e2b_shapes_trains_without_nan(demo_model_dir, tmp_p
     load_tokenizer(demo_model_dir).save_pretrained(model_dir)  # the real Gemma tokenizer
     write_data(tmp_path / "data", n_train=64, n_eval=4)
     cfg = load_config(overrides={"train": {"max_steps": 6, "eval_every": 6, "max_seq_len": "1024"}})
-    device, name, memory, bf16 = finetune_gemma.detect_device()
-    plan = finetune_gemma.plan_device(AutoConfig.from_pretrained(model_dir), memory, cfg.train, device, name, bf16)
+    device, name, memory, bf16 = detect_device()
+    plan = plan_device(AutoConfig.from_pretrained(model_dir), memory, cfg.train, device, name, bf16)
     assert plan.quantize_4bit and plan.compute_dtype == "bfloat16"
-    model, tokenizer = finetune_gemma.load_model_for_training(model_dir, plan, cfg.train)
+    model, tokenizer = load_model_for_training(model_dir, plan, cfg.train)
     train_ds, _, _ = build_dataset(tokenizer, tmp_path / "data" / "train_dataset.jsonl", plan.max_seq_len)
     eval_ds, _, _ = build_dataset(tokenizer, tmp_path / "data" / "eval_dataset.jsonl", plan.max_seq_len)
     torch.cuda.reset_peak_memory_stats()

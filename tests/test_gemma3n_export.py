@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from ftg.gemma3n_export import llama_cpp_layout_problems
-from setup_tools import CONVERTER_SCRIPT
+from ftg.paths import CONVERTER_SCRIPT
 
 N_LAYERS, N_SHARED, HIDDEN = 22, 2, 64
 PER_LAYER_ROWS = 16384
@@ -102,16 +102,10 @@ def write_for_converter(model, folder: Path, tokenizer_dir: Path) -> None:
 
 def llama_top1(gguf: Path, ids_list) -> list[int]:
     """llama.cpp's next-token choice at every position, loaded as LM Studio would (default f16 K/V cache)."""
-    from llama_cpp import Llama
+    from ftg.llama_runtime import open_model
 
-    llm = Llama(model_path=str(gguf), n_ctx=256, n_batch=256, logits_all=True, verbose=False)
-    choices = []
-    for ids in ids_list:
-        llm.reset()
-        llm.eval(ids)
-        choices += llm.scores[: len(ids)].argmax(-1).tolist()
-    llm.close()
-    return choices
+    with open_model(gguf, n_ctx=256, logits_all=True) as model:
+        return [int(t) for ids in ids_list for t in model.logits(ids).argmax(-1)]
 
 
 def hf_top1(model, ids_list) -> list[int]:

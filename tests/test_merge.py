@@ -123,6 +123,19 @@ def test_latest_run_is_the_newest_run_json(tiny_gemma3_dir, project_copy):
     assert find_run(project_copy / "output") == old
 
 
-def test_full_disk_is_refused_before_any_work(project_copy):
-    with pytest.raises(UserError, match="not enough disk space for the merged model"):
-        merge_lora.check_free_space(project_copy / "output", 10**18, "the merged model")
+def test_full_disk_is_refused_before_any_work(tiny_gemma3_dir, project_copy, monkeypatch):
+    """A real merge on a disk that reports less free space than the base checkpoint: refused before the base model
+    is loaded, and nothing is left in output/."""
+    import shutil
+    from collections import namedtuple
+
+    make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM")
+    base_bytes = sum(p.stat().st_size for p in tiny_gemma3_dir.glob("*.safetensors"))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 10**12 - base_bytes, base_bytes))
+    loaded = []
+    monkeypatch.setattr(merge_lora, "load_base", lambda *args: loaded.append(args))
+    with pytest.raises(UserError, match=r"not enough disk space for the merged model in .*: 0\.\d GB needed"):
+        merge_lora.run(project_config(project_copy))
+    assert loaded == []
+    assert sorted(p.name for p in (project_copy / "output").iterdir()) == ["runs"]

@@ -32,7 +32,7 @@ def prepare(tmp_path: Path, inputs: Path, **data) -> tuple[list[dict], dict]:
     out = prep.run(load_config(tmp_path / "no-config.yaml", overrides))
     examples = [json.loads(line) for name in (prep.TRAIN_FILE, prep.EVAL_FILE)
                 for line in (out / name).read_text(encoding="utf-8").splitlines()]
-    report = json.loads((out / prep.REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((out / prep.PREPARE_REPORT).read_text(encoding="utf-8"))
     assert report["messages_read"] == report["messages_used"] + sum(report["messages_skipped"].values())
     return examples, report
 
@@ -186,7 +186,7 @@ def test_me_matches_an_account_id_and_is_required_for_messengers(tmp_path, capsy
 
     with pytest.raises(UserError, match="nothing usable"):
         prepare(tmp_path, EXPORTS / "telegram", me=["Nobody"])
-    report = json.loads((tmp_path / "data" / prep.REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((tmp_path / "data" / prep.PREPARE_REPORT).read_text(encoding="utf-8"))
     assert all("none of your --me names wrote here" in f["notes"][0] for f in report["files"])
 
 
@@ -196,7 +196,7 @@ def test_whole_folder_from_the_command_line_reports_bad_files_and_keeps_the_good
             "--models-dir", str(tmp_path / "no-models")]
     assert prep.main(base) == 0
     printed = capsys.readouterr().out
-    report = json.loads((out / prep.REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((out / prep.PREPARE_REPORT).read_text(encoding="utf-8"))
     failed = {f["file"]: f["problem"] for f in report["files_failed"]}
     assert failed["bad/empty.json"] == "empty file"
     assert failed["bad/notes.txt"].startswith("unknown format")
@@ -212,10 +212,10 @@ def test_whole_folder_from_the_command_line_reports_bad_files_and_keeps_the_good
     instruct = report["examples_train"] + report["examples_eval"]
     assert instruct == sum(len(v[0]) for v in EXPECTED.values())
     assert report["examples_eval"] >= 1  # 5% of 20 conversations rounds to none: one is moved to eval
-    assert (out / prep.HISTOGRAM_FILE).read_bytes()[:4] == b"\x89PNG"
+    assert (out / prep.LENGTHS_PLOT).read_bytes()[:4] == b"\x89PNG"
 
     assert prep.main(base + ["--mode", "conversational"]) == 0
-    report = json.loads((out / prep.REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((out / prep.PREPARE_REPORT).read_text(encoding="utf-8"))
     examples = [json.loads(line) for name in (prep.TRAIN_FILE, prep.EVAL_FILE)
                 for line in (out / name).read_text(encoding="utf-8").splitlines()]
     assert report["examples_train"] + report["examples_eval"] == len(examples) > instruct
@@ -238,7 +238,7 @@ def test_nothing_usable_fails_with_a_clear_message(tmp_path):
     (seed_without_replies / "seed_chat.json").unlink()
     with pytest.raises(UserError, match="nothing usable"):
         prepare(tmp_path, seed_without_replies)
-    report = json.loads((tmp_path / "data" / prep.REPORT_FILE).read_text(encoding="utf-8"))
+    report = json.loads((tmp_path / "data" / prep.PREPARE_REPORT).read_text(encoding="utf-8"))
     assert report["messages_skipped"] == {"prompt_without_reply": 1}
 
 

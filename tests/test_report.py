@@ -9,9 +9,10 @@ from html.parser import HTMLParser
 
 import pytest
 
-import chat
 import report
 from ftg.config import load_config
+from ftg.gguf_run import reply_perplexity
+from ftg.paths import BASE_GGUF, BASE_RECORD
 from test_chat import demo_gguf, place  # noqa: F401  (the session fixture: the demo model as a GGUF)
 
 EVAL_CONVERSATIONS = [
@@ -78,8 +79,8 @@ def test_report_shows_every_part_in_one_offline_page(demo_gguf, demo_model_dir, 
         "limit": 1024}}), encoding="utf-8")
     write_training_run(output_dir)
     place(demo_gguf, output_dir / "finetuned_gemma.gguf")
-    place(demo_gguf, output_dir / chat.BASE_FILE)
-    (output_dir / chat.BASE_RECORD).write_bytes(demo_gguf.with_name(chat.BASE_RECORD).read_bytes())
+    place(demo_gguf, output_dir / BASE_GGUF)
+    (output_dir / BASE_RECORD).write_bytes(demo_gguf.with_name(BASE_RECORD).read_bytes())
     (output_dir / "gguf_report.json").write_text(json.dumps({
         "status": "passed", "min_top1_agreement": 0.99,
         "reference": {"source": "data/eval_dataset.jsonl", "conversations": 3, "positions": 150},
@@ -138,7 +139,7 @@ def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir):  # no
 
     from ftg.models import load_tokenizer
 
-    figures = report.reply_perplexity(demo_gguf, EVAL_CONVERSATIONS, n_gpu_layers=0)
+    figures = reply_perplexity(demo_gguf, EVAL_CONVERSATIONS, n_gpu_layers=0)
     tokenizer = load_tokenizer(demo_model_dir)
     model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
     words_nll = all_nll = 0.0

@@ -1,6 +1,6 @@
 """Checking a GGUF file against the merged Hugging Face model it was made from.
 
-Four checks, each run through llama-cpp-python exactly as LM Studio / Ollama / KoboldCpp would load the file:
+Four checks, each run through the llama.cpp runtime (ftg.gguf_run) as LM Studio / Ollama / KoboldCpp load the file:
 - load:      llama.cpp opens the file;
 - tokenizer: llama.cpp splits a fixed English / Russian / emoji / code text set, and a chat rendered by Gemma's
              template, into exactly the token ids of the HF tokenizer;
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ftg.chat_template import END_OF_TURN, TEMPLATE_TAGS
+from ftg.errors import UserError
 from ftg.training_data import DataStats, iter_conversations
 
 TOKENIZER_TEXTS = [
@@ -48,7 +49,7 @@ FALLBACK_CONVERSATIONS = [
 """Used when data/eval_dataset.jsonl does not exist (e.g. convert_only on a model trained elsewhere)."""
 
 
-def read_eval_conversations(path: Path, count: int) -> tuple[list[list[dict]], str]:
+def check_conversations(path: Path, count: int) -> tuple[list[list[dict]], str]:
     """The first `count` conversations of the held-out eval file, or the fallback set; and where they came from."""
     if not path.exists():
         return FALLBACK_CONVERSATIONS[:count], "built-in prompts (no eval file found)"
@@ -170,83 +171,60 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
     return reference
 
 
-def _log_softmax(scores: np.ndarray) -> np.ndarray:
-    scores = scores.astype(np.float64)
-    shifted = scores - scores.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
     """Run the four checks on one GGUF; returns the figures (see the module docstring)."""
-    import llama_cpp
-    from llama_cpp import Llama
-    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    from ftg.gguf_run import log_softmax, open_gguf, render_prompt
+    from ftg.llama_runtime import open_model
 
     result = {"file": str(path), "size_bytes": path.stat().st_size}
     longest = max((len(s) for s in ref.sequences), default=1)
     try:
-        llm = Llama(model_path=str(path), n_ctx=longest + 8, n_batch=longest + 8, logits_all=True,
-                    n_gpu_layers=-1, verbose=False)
-    except ValueError as exc:
-        result.update(load=False, error=f"llama.cpp could not load it: {exc}")
+        model = open_model(path, n_ctx=longest, n_gpu_layers=-1, logits_all=True)
+    except UserError as exc:
+        result.update(load=False, error=str(exc))
         return result
     result["load"] = True
-
-    mismatched = [i for i, (text, expected) in enumerate(zip(TOKENIZER_TEXTS, ref.text_tokens))
-                  if llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) != expected]
-    chat_ok = llm.tokenize(ref.chat_text.encode("utf-8"), add_bos=False, special=True) == ref.chat_tokens
-    result["tokenizer"] = {"texts": len(TOKENIZER_TEXTS), "mismatched_texts": [TOKENIZER_TEXTS[i] for i in mismatched],
-                           "chat_with_special_tokens": chat_ok, "ok": not mismatched and chat_ok}
-
-    agree = positions = 0
-    kl_sum = 0.0
-    for ids, hf_log_probs in zip(ref.sequences, ref.log_probs):
-        llm.reset()
-        llm.eval(ids)
-        gguf_log_probs = _log_softmax(np.asarray(llm.scores[: len(ids)]))
-        # Renormalised in float64 so that KL of two equal distributions is 0, not -1e-8 from float32 rounding.
-        hf64 = _log_softmax(hf_log_probs)
-        agree += int((gguf_log_probs.argmax(-1) == hf64.argmax(-1)).sum())
-        kl_sum += float((np.exp(hf64) * (hf64 - gguf_log_probs)).sum())
-        positions += len(ids)
-    llm.close()
+    with model:
+        mismatched = [text for text, expected in zip(TOKENIZER_TEXTS, ref.text_tokens)
+                      if model.tokenize(text, special=False) != expected]
+        chat_ok = model.tokenize(ref.chat_text) == ref.chat_tokens
+        result["tokenizer"] = {"texts": len(TOKENIZER_TEXTS), "mismatched_texts": mismatched,
+                               "chat_with_special_tokens": chat_ok, "ok": not mismatched and chat_ok}
+        agree = positions = 0
+        kl_sum = 0.0
+        for ids, hf_log_probs in zip(ref.sequences, ref.log_probs):
+            gguf_log_probs = log_softmax(model.logits(ids))
+            hf64 = log_softmax(hf_log_probs)  # renormalised in float64, like the GGUF side
+            agree += int((gguf_log_probs.argmax(-1) == hf64.argmax(-1)).sum())
+            kl_sum += float((np.exp(hf64) * (hf64 - gguf_log_probs)).sum())
+            positions += len(ids)
     result["logits"] = {"positions": positions, "top1_agreement": agree / max(positions, 1),
                         "mean_kl": kl_sum / max(positions, 1)}
 
-    llm = Llama(model_path=str(path), n_ctx=len(ref.reply_prompt) + reply_tokens + 16, n_gpu_layers=-1, verbose=False)
-    vocab = llm._model.vocab
-    template = llm.metadata.get("tokenizer.chat_template", "")
-    reply = {"template_embedded": bool(template),
-             "end_of_turn_is_stop_token": bool(llama_cpp.llama_vocab_is_eog(vocab, ref.end_of_turn_id))}
-    if template:
-        bos = llm.detokenize([llm.token_bos()], special=True).decode("utf-8")
-        eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8")
-        prompt_text = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos)(messages=ref.reply_messages).prompt
-        prompt = llm.tokenize(prompt_text.encode("utf-8"), add_bos=False, special=True)
+    reply = {"template_embedded": False, "ok": False}
+    try:
+        model = open_gguf(path, n_ctx=len(ref.reply_prompt) + reply_tokens, n_gpu_layers=-1)
+    except UserError:  # no chat template embedded: the reply check fails
+        result["reply"] = reply
+        return result
+    with model:
+        reply = {"template_embedded": True, "end_of_turn_is_stop_token": model.is_end_of_generation(ref.end_of_turn_id)}
+        prompt = model.tokenize(render_prompt(model, ref.reply_messages))
         reply["prompt_matches_hf"] = prompt == ref.reply_prompt
-        tokens, stop = [], None
-        for token in llm.generate(prompt, temp=0.0, top_k=1, repeat_penalty=1.0):
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                stop = token
-                break
-            tokens.append(token)
-            if len(tokens) >= reply_tokens:
-                break
-        text = llm.detokenize(tokens, special=True).decode("utf-8", errors="replace")
-        reply.update(
-            text=text,
-            tags_found=[tag for tag in TEMPLATE_TAGS if tag in text],
-            stopped_at_end_of_turn=stop == ref.end_of_turn_id,
-            hf_stopped_at_end_of_turn=ref.reply_stop == ref.end_of_turn_id,
-            same_tokens_as_hf=tokens == ref.reply_tokens and stop == ref.reply_stop,
-        )
-        # Ending where the trained model ends is the GGUF's job; a model that never learned to stop is not its fault.
-        stops_like_hf = reply["stopped_at_end_of_turn"] or not reply["hf_stopped_at_end_of_turn"]
-        reply["ok"] = (reply["prompt_matches_hf"] and not reply["tags_found"] and reply["end_of_turn_is_stop_token"]
-                       and stops_like_hf)
-    else:
-        reply["ok"] = False
-    llm.close()
+        tokens = list(model.generate(prompt, reply_tokens))
+        stop = model.stop_token
+        text = model.detokenize(tokens)
+    reply.update(
+        text=text,
+        tags_found=[tag for tag in TEMPLATE_TAGS if tag in text],
+        stopped_at_end_of_turn=stop == ref.end_of_turn_id,
+        hf_stopped_at_end_of_turn=ref.reply_stop == ref.end_of_turn_id,
+        same_tokens_as_hf=tokens == ref.reply_tokens and stop == ref.reply_stop,
+    )
+    # Ending where the trained model ends is the GGUF's job; a model that never learned to stop is not its fault.
+    stops_like_hf = reply["stopped_at_end_of_turn"] or not reply["hf_stopped_at_end_of_turn"]
+    reply["ok"] = (reply["prompt_matches_hf"] and not reply["tags_found"] and reply["end_of_turn_is_stop_token"]
+                   and stops_like_hf)
     result["reply"] = reply
     return result
 

@@ -1,4 +1,4 @@
-"""Finding and loading the base model that download_model put under models/."""
+"""Finding and loading the base model that download_model put under models/, for inference or for LoRA training."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 
 from ftg.errors import UserError
 from ftg.files import write_json
-
-SELECTED_MODEL_FILE = "selected_model.json"
-"""Written by download_model into models/: {"path": ..., "repo": ...}; read by the later stages."""
+from ftg.paths import SELECTED_MODEL_FILE
 
 CACHE_DIR = Path(os.environ.get("FTG_CACHE_DIR", Path.home() / ".cache" / "finetune-gemma"))
 """Where slow-to-build things are kept between runs and between clones (the demo model, test fixtures)."""
@@ -85,3 +83,51 @@ def load_causal_lm(model_dir: Path, dtype, model_class=None, **kwargs):
             "Download the model again with download_model."
         )
     return model
+
+
+def load_model_for_training(model_dir: Path, plan, train_cfg):
+    """The base model with LoRA adapters on its language-model projections, ready for Trainer; and its tokenizer.
+
+    plan: an ftg.device_plan.DevicePlan (method, precision, checkpointing and memory levers).
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig
+
+    from ftg.chunked_loss import enable_chunked_loss
+    from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
+    from ftg.device_plan import KEEP_OUT_OF_4BIT, LORA_TARGET_REGEX
+
+    model_config = AutoConfig.from_pretrained(model_dir)
+    kwargs = {}
+    if plan.quantize_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=plan.dtype,
+            llm_int8_skip_modules=KEEP_OUT_OF_4BIT,
+        )
+    if plan.device == "cuda":
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = load_causal_lm(model_dir, plan.dtype, model_class=text_model_class(model_config), **kwargs)
+    # Training passes no cache: the KV-shared layers of Gemma-3n read K/V from their source layer directly, and
+    # packed batches need cache=None so transformers builds a per-conversation attention mask from position_ids.
+    model.config.use_cache = False
+    if plan.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    lora_config = LoraConfig(
+        r=train_cfg.lora_r,
+        lora_alpha=train_cfg.lora_alpha,
+        lora_dropout=train_cfg.lora_dropout,
+        target_modules=LORA_TARGET_REGEX,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora_config)  # freezes every base weight (towers included)
+    if plan.loss_chunk_tokens:
+        enable_chunked_loss(model, plan.loss_chunk_tokens)
+    if plan.per_layer_embeddings_on_cpu:
+        keep_per_layer_embeddings_on_cpu(model)
+    tokenizer = load_tokenizer(model_dir)
+    return model, tokenizer

@@ -19,10 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-TRAIN_FILE = "train_dataset.jsonl"
-EVAL_FILE = "eval_dataset.jsonl"
-"""The files in data/ that prepare_dataset writes and finetune_gemma, convert and report read."""
-
 IGNORE_INDEX = -100
 """Label of a token that carries no loss (the value transformers' loss functions skip)."""
 
@@ -174,3 +170,26 @@ def data_hash(paths: list[Path]) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def reply_conversations(path: Path, limit: int) -> list[list[dict]]:
+    """Up to `limit` conversations of a data/*.jsonl file that end with a reply to a user message (what the report
+    scores and shows); the others are counted and said."""
+    from ftg.errors import UserError
+
+    if not path.exists():
+        raise UserError(f"{path} is missing: run prepare_dataset (it writes the held-out conversations).")
+    conversations, stats, bad = [], DataStats(), 0
+    for messages in iter_conversations(path, stats):
+        if len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user":
+            conversations.append(messages)
+        else:
+            bad += 1
+        if len(conversations) >= limit:
+            break
+    bad += len(stats.skipped)
+    if bad:
+        print(f"  Skipped {bad} lines of {path} that are not a conversation ending with a reply.")
+    if not conversations:
+        raise UserError(f"{path} holds no usable conversation: run prepare_dataset again and read its report.")
+    return conversations

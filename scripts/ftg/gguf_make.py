@@ -1,0 +1,184 @@
+"""Making GGUF files: llama.cpp's converter (HF folder -> F16/BF16 GGUF), quantizing, and the base model's GGUF.
+
+convert makes the tuned files with these; chat --compare and report make output/base_model.gguf with the same
+functions, so the two models are compared in the same quant type, made the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from ftg.errors import UserError
+from ftg.files import check_free_space, write_json
+from ftg.llama_runtime import quantize as runtime_quantize
+from ftg.paths import BASE_GGUF, BASE_RECORD, CONVERTER_SCRIPT, MERGE_RECORD, merged_dir
+
+
+class Quant(NamedTuple):
+    bits_per_weight: float
+    """As llama.cpp lists them for Llama-7B; the file size is about parameters x bits / 8."""
+    note: str
+
+
+QUANTS = {
+    "Q8_0": Quant(8.50, "practically lossless, the biggest"),
+    "Q6_K": Quant(6.56, "near lossless"),
+    "Q5_K_M": Quant(5.69, "very good"),
+    "Q4_K_M": Quant(4.89, "good balance: the usual choice"),
+    "Q3_K_M": Quant(3.91, "smallest, noticeably worse"),
+}
+PRECISIONS = {"f16": "F16", "bf16": "BF16"}
+"""export.gguf_precision -> the type name of the unquantized file (2 bytes per weight)."""
+SIZE_MARGIN = 1.05
+"""GGUF files are a little bigger than weights x bits: metadata, the tokenizer, unquantized norms (5 %)."""
+
+
+def normalize_quants(main: str, extra: list[str]) -> list[str]:
+    """The quant types to write, main first, checked against QUANTS (case-insensitive)."""
+    known = {name.upper(): name for name in QUANTS}
+    chosen = []
+    for name in [main, *extra]:
+        quant = known.get(str(name).strip().upper())
+        if quant is None:
+            raise UserError(f"unknown quant type '{name}'. Choose one of {', '.join(QUANTS)} (export.quant / --quant).")
+        if quant not in chosen:
+            chosen.append(quant)
+    return chosen
+
+
+def gguf_bytes(n_params: int, quants: list[str], full_precision: bool = True) -> int:
+    """Predicted disk space of the files: 2 bytes per weight for the F16/BF16 file, bits / 8 for each quant."""
+    bytes_per_weight = (2 if full_precision else 0) + sum(QUANTS[q].bits_per_weight / 8 for q in quants)
+    return int(n_params * bytes_per_weight * SIZE_MARGIN)
+
+
+def count_parameters(model_dir: Path) -> int:
+    """Weights in a safetensors folder, read from the file headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(path, "np") as handle:
+            for key in handle.keys():
+                total += math.prod(handle.get_slice(key).get_shape())
+    return total
+
+
+def require_converter() -> Path:
+    if not CONVERTER_SCRIPT.exists():
+        raise UserError(f"llama.cpp's converter is missing ({CONVERTER_SCRIPT}). Run prepare_venv again "
+                        "(or python scripts/setup_tools.py).")
+    return CONVERTER_SCRIPT
+
+
+def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int) -> Path:
+    """Run llama.cpp's convert_hf_to_gguf.py on a HF folder (any Gemma the converter knows); returns `out`.
+
+    precision: f16 or bf16. The converter's messages go to <out>.log; a bar follows the file as it grows (2 bytes per
+    weight).
+    """
+    from tqdm import tqdm
+
+    converter = require_converter()
+    partial = out.with_name(out.name + ".partial")
+    log = out.with_name(out.name + ".log")
+    partial.unlink(missing_ok=True)
+    command = [sys.executable, str(converter), str(model_dir), "--outfile", str(partial), "--outtype", precision]
+    env = dict(os.environ, PYTHONUTF8="1")
+    with open(log, "w", encoding="utf-8") as log_handle, tqdm(total=n_params * 2, unit="B", unit_scale=True,
+                                                             desc=f"convert {out.name}") as bar:
+        process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, env=env)
+        while process.poll() is None:
+            time.sleep(0.5)
+            if partial.exists():
+                bar.update(partial.stat().st_size - bar.n)
+    if process.returncode != 0 or not partial.exists():
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        raise UserError(f"llama.cpp's converter failed on {model_dir}: {lines[-1] if lines else 'no output'} "
+                        f"(full log: {log})")
+    partial.replace(out)
+    log.unlink()
+    return out
+
+
+def quantize(source: Path, out: Path, quant: str) -> Path:
+    """Quantize a GGUF with llama.cpp into `out` (written as .partial, renamed when complete); returns `out`."""
+    partial = out.with_name(out.name + ".partial")
+    log = out.with_name(out.name + ".log")
+    try:
+        runtime_quantize(source, partial, quant, log)
+    except UserError:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out)
+    log.unlink()
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The base model as a GGUF, for chat --compare and the report
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def base_model_dir(cfg) -> Path:
+    """The base of the tuned model: --model when given, else the base that merge_lora merged into
+    (output/merged/merge.json), else the one download_model selected."""
+    from ftg.models import resolve_model_dir
+
+    merge_record = merged_dir(cfg.paths.output_dir) / MERGE_RECORD
+    if not cfg.model.model and merge_record.exists():
+        base = Path(json.loads(merge_record.read_text(encoding="utf-8"))["base_model"])
+        if not (base / "config.json").exists():
+            raise UserError(f"the base model {base} (named in {merge_record}) is gone. Put it back (download_model) "
+                            "or pass --model FOLDER.")
+        return base
+    return resolve_model_dir(cfg)
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Name, size and modification time of the model files: changes when the folder's model changes (cheap to read,
+    unlike hashing gigabytes)."""
+    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+               for p in sorted(folder.iterdir()) if p.suffix in (".json", ".safetensors", ".jinja", ".model")]
+    return hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()[:16]
+
+
+def ensure_base_gguf(cfg, base_dir: Path | None = None) -> Path:
+    """output/base_model.gguf: the base model (base_dir, else base_model_dir(cfg)) converted once to export.quant,
+    like the tuned main file, so the two compare fairly. Reused while base_model.json matches the base folder, the
+    quant type and the precision."""
+    base_dir = Path(base_dir or base_model_dir(cfg)).resolve()
+    quant = normalize_quants(cfg.export.quant, [])[0]
+    precision = cfg.export.gguf_precision.lower()
+    output_dir = cfg.paths.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target, record_path = output_dir / BASE_GGUF, output_dir / BASE_RECORD
+    record = {"base_model": str(base_dir), "fingerprint": folder_fingerprint(base_dir), "quant": quant,
+              "precision": precision}
+    if target.exists() and record_path.exists():
+        try:
+            if json.loads(record_path.read_text(encoding="utf-8")) == record:
+                print(f"Base model GGUF: {target} (made before from {base_dir})")
+                return target
+        except (OSError, json.JSONDecodeError):
+            pass  # a damaged record: convert again
+    n_params = count_parameters(base_dir)
+    check_free_space(output_dir, gguf_bytes(n_params, [quant]), "the base model GGUF")
+    print(f"Converting the base model {base_dir} to GGUF ({quant}), once, to compare it with the tuned model...")
+    record_path.unlink(missing_ok=True)
+    full = convert_hf_to_gguf(base_dir, output_dir / f"base_model-{precision.upper()}.gguf", precision, n_params)
+    try:
+        quantize(full, target, quant)
+    finally:
+        full.unlink(missing_ok=True)
+    write_json(record_path, record)
+    print(f"Base model GGUF: {target}")
+    return target

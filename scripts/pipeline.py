@@ -1,0 +1,85 @@
+"""The one chain of stages after prepare_dataset: train -> merge -> convert (with its GGUF checks) -> report -> apps.
+
+Each stage is its own script that reads what the one before wrote (ftg/paths.py names the files); this module only
+calls them in order. It is the only one, beside run_demo.py, that runs more than one stage.
+
+    finetune_gemma (its auto-export)   export_after_training: merge -> convert -> report -> app hints
+    convert_to_gguf                    export: merge -> convert -> report -> app hints
+    convert_only                       export(merge=False): convert -> report -> app hints
+    run_demo                           run: train -> merge -> convert -> report -> app hints
+
+Run:  python scripts/pipeline.py     train (or resume), then export: what finetune_gemma does with auto_export on
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import convert
+import finetune_gemma
+import merge_lora
+import report
+from ftg.config import add_config_arguments, config_from_args, describe
+from ftg.errors import UserError, run_main
+from ftg.paths import BEST_DIR, MODELFILE
+
+SECTIONS = ["paths", "model", "train", "export", "chat"]
+
+
+def print_app_hints(main_file: Path, modelfile: Path) -> None:
+    print(f"""
+Use it:
+  LM Studio: lms import "{main_file}"   (or copy it to ~/.lmstudio/models/me/finetuned-gemma/)
+  KoboldCpp: koboldcpp --model "{main_file}"   (or pick the file in its launcher; it reads the chat template from the file)
+  Ollama:    cd "{modelfile.parent}" && ollama create finetuned-gemma -f Modelfile && ollama run finetuned-gemma""")
+
+
+def export(cfg, run_name: str = "", merge: bool = True) -> Path:
+    """Merge the run's best adapter (unless merge=False), convert and check the GGUF files, write the style report
+    (export.style_report, after a checked conversion); returns the main GGUF file."""
+    if merge:
+        merge_lora.run(cfg, run_name)
+    main_file = convert.run(cfg)
+    if cfg.export.style_report and cfg.export.verify_gguf:
+        report.run(cfg, run_name)
+    print_app_hints(main_file, cfg.paths.output_dir / MODELFILE)
+    return main_file
+
+
+def export_after_training(cfg, run_dir: Path) -> Path:
+    """The auto-export at the end of finetune_gemma. A failed export says that training itself succeeded."""
+    print("\nAuto-export: merging the adapter, then converting to GGUF (skip with --no-auto-export)")
+    try:
+        return export(cfg, run_dir.name)
+    except UserError as exc:
+        raise UserError(f"training succeeded, and the adapter is saved in {run_dir / BEST_DIR}; the export after it "
+                        f"failed: {exc} When that is fixed, run only the export: convert_to_gguf (nothing is trained "
+                        "again).") from None
+
+
+def run(cfg) -> Path:
+    """Train (or resume), then export; returns the main GGUF file."""
+    run_dir, trained = finetune_gemma.train(cfg)
+    if not trained:
+        print("Exporting the finished run.")
+    return export_after_training(cfg, run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser, SECTIONS)
+    args = parser.parse_args(argv)
+
+    def body() -> int:
+        cfg = config_from_args(args)
+        print("Settings:\n" + describe(cfg, SECTIONS))
+        print(f"\nDone: {run(cfg)}")
+        return 0
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
