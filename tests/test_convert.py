@@ -115,7 +115,7 @@ def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny
     Merge restores the KV-shared layer's K/V tensors, the converter accepts the model, llama.cpp loads it and
     tokenizes like HF. But llama.cpp hard-codes the real Gemma-3n layout (KV sharing from layer 20 on, among others),
     so on a 2-layer model it computes K/V where HF reuses them: top-1 agreement was 21% here (6% and 75% in
-    GEMMA_NOTES for other layouts). The f16 check must then stop the export loudly, before any quant is made.
+    earlier measurements for other layouts). The f16 check must then stop the export loudly, before any quant is made.
     When the Gemma-3n parity work makes llama.cpp agree, this test has to flip to expect a passing export.
     """
     make_run(project_copy / "output", tiny_gemma3n_llamacpp_dir, "Gemma3nForCausalLM")

@@ -158,7 +158,7 @@ def test_packed_batch_gives_the_same_logits_as_separate_conversations(fixture, r
 def test_device_plan_follows_the_card_and_the_user():
     from transformers import Gemma3nTextConfig, Gemma3TextConfig
 
-    e4b = Gemma3nTextConfig()  # the real E4B shapes (GEMMA_NOTES)
+    e4b = Gemma3nTextConfig()  # the real E4B shapes (transformers' _VARIANTS)
     cfg = load_config(overrides={})
     gib = 1024**3
     plan = plan_device(e4b, 24 * gib, cfg.train, "cuda", "RTX 4090", has_bf16=True)

@@ -1,5 +1,5 @@
-"""prepare_dataset on hand-made exports of every format (tests/exports/), with their awkward cases from
-../shared/FORMATS.md: the exact conversations and roles, whose voice is learned, the leak-free split, lengths in
+"""prepare_dataset on hand-made exports of every format (tests/exports/), with their awkward cases: the exact
+conversations and roles, whose voice is learned, the leak-free split, lengths in
 tokens of Gemma's own chat template, personal data scrubbing, and bad files reported while good ones go through."""
 
 from __future__ import annotations
