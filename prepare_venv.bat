@@ -8,10 +8,12 @@ cd /d "%~dp0"
 set "TORCH_VERSION=2.13.0"
 set "LLAMA_CPP_VERSION=0.3.36"
 set "VPY=.venv\Scripts\python.exe"
+rem for /f runs its command with cmd /c, which drops the first and the last quote of a command that starts with one:
+rem so %VPY% (relative, no spaces) stays unquoted there.
 set "STAMP_CMD=import hashlib;print(hashlib.sha256(open('requirements.txt','rb').read()+open('prepare_venv.bat','rb').read()).hexdigest()[:16])"
 
 if exist "%VPY%" (
-    for /f %%h in ('"%VPY%" -c "%STAMP_CMD%"') do set "STAMP=%%h"
+    for /f %%h in ('%VPY% -c "%STAMP_CMD%"') do set "STAMP=%%h"
     if exist ".venv\ftg-setup.stamp" (
         set /p OLD_STAMP=<".venv\ftg-setup.stamp"
         call :already_set_up && goto :done
@@ -66,7 +68,7 @@ if errorlevel 1 (
 )
 
 "%VPY%" scripts\setup_tools.py || goto :failed
-for /f %%h in ('"%VPY%" -c "%STAMP_CMD%"') do set "STAMP=%%h"
+for /f %%h in ('%VPY% -c "%STAMP_CMD%"') do set "STAMP=%%h"
 > ".venv\ftg-setup.stamp" echo %STAMP%
 goto :done
 
