@@ -57,9 +57,8 @@ NOT_CHATS = {"user.json", "users.json", "message_feedback.json", "shared_convers
              "integration_logs.json", "canvases.json"}
 """Files that come inside ChatGPT, Claude and Slack exports next to the chats and hold none."""
 META_SECTIONS = re.compile(r"(?:^|/)(?:your_facebook_activity|your_instagram_activity|personal_information|"
-                           r"logged_information|security_and_login_information|ads_information|connections|"
-                           r"preferences|apps_and_websites_off_of_facebook|your_activity_across_facebook|"
-                           r"media|activity_messages)/")
+                           r"logged_information|security_and_login_information|ads_information|"
+                           r"apps_and_websites_off_of_facebook|your_activity_across_facebook|activity_messages)/")
 """Folders of Meta's "Download your information" archive; only message_N.json files in them hold chats."""
 CHARS_PER_TOKEN = 4
 """Length estimate without a tokenizer: ~4 characters per token for English (Cyrillic is nearer 2-3)."""
@@ -133,7 +132,7 @@ def find_sources(root: Path, problems: list[dict], output_dir: Path) -> tuple[li
     sources, grouped = [], set()
     for group in chat_parts(list(found)):
         first, rest = found[group[0]], [found[n] for n in group[1:]]
-        folder = group[-1].rpartition("/")[0]
+        folder = os.path.commonpath([n.rpartition("/")[0] or "." for n in group[1:] or group])
         name = f"{folder}/ ({len(group)} files)" if rest else first.name
         sources.append(Source(name, first.path, first.member, sum(s.size for s in [first, *rest]),
                               [(s.path, s.member) for s in rest]))

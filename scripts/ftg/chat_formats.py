@@ -767,8 +767,12 @@ def chat_parts(names: list[str]) -> list[list[str]]:
             groups.append(([users] if users in known else []) + [prefix + d for d in days])
         for base in bases:
             if base == "messages.json" and DISCORD_PACKAGE_FILE.search(prefix + base):
-                discord.setdefault(folder.rpartition("/")[0], []).append(prefix + base)
-    return groups + [sorted(files) for files in discord.values()]
+                discord.setdefault(folder.rpartition("/")[0].rpartition("/")[0], []).append(prefix + base)
+    # A Discord package is one group with everything in it (channel.json, index.json, account/...): one line.
+    for root, chats in discord.items():
+        inside = sorted(n for n in names if n.startswith(root + "/") and n not in chats) if root else []
+        groups.append(sorted(chats) + inside)
+    return groups
 
 
 class PartsStream(io.RawIOBase):

@@ -121,7 +121,7 @@ def parse_telegram_html(stream, notes: list[str]) -> Iterator[Message]:
     two people write (a group: other speakers' names then prefix their lines).
     """
     start = stream.tell()
-    names = [name for page in _pages(stream, []) for name in TG_SENDER.findall(page)]
+    names = [TG_VIA_BOT.sub("", name) for page in _pages(stream, []) for name in TG_SENDER.findall(page)]
     group = _speakers(names)
     stream.seek(start)
     chat, speaker = "", ""
