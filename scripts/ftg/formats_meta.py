@@ -33,10 +33,14 @@ def repair_mojibake(text: str) -> str:
     """
     if text.isascii():
         return text
-    try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
+    # Meta writes the bytes as \u0080-\u00ff (latin-1); the same text pasted from a Windows viewer shows them as
+    # Windows-1252 ("ÐŸÑ€Ð¸Ð²ÐµÑ‚"), so that is tried second.
+    for encoding in ("latin-1", "cp1252"):
+        try:
+            return text.encode(encoding).decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            continue
+    return text
 
 
 def _fixed(value) -> str:
