@@ -2,7 +2,8 @@
 
 Reads:   every .json, .jsonl and .txt file under dataset/ (or --input), recursively, zip archives included (read in
          place, never unpacked). The format of each file is detected (--format forces one): the original seed JSON,
-         instruction pairs, ChatGPT and Claude.ai exports, Telegram Desktop result.json, WhatsApp .txt,
+         instruction pairs, ChatGPT and Claude.ai exports, Telegram Desktop result.json and HTML (messages.html),
+         VK's archive, Facebook Messenger and Instagram JSON, Slack workspace exports, WhatsApp .txt,
          DiscordChatExporter JSON, ShareGPT, OpenAI/HF "messages" JSONL.
 Writes:  data/ (or --output):
            train_dataset.jsonl, eval_dataset.jsonl   one example per line:

@@ -17,7 +17,6 @@ import calendar
 import codecs
 import html
 import re
-from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
 from ftg.chat_message import OWNER_ID, FormatError, Message
@@ -103,14 +102,14 @@ TG_SENDER = re.compile(r'title="[^"]*">\s*[\d:]+\s*</div>\s*<div class="from_nam
 
 def _telegram_time(match) -> float | None:
     day, month, year, hour, minute, second = (int(match[i]) for i in range(1, 7))
-    try:
-        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
-    except ValueError:
+    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 62):
         return None
+    # calendar.timegm is several times cheaper than building a datetime, at 1M messages it counts.
+    moment = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
     if match[7]:
-        offset = timedelta(hours=int(match[8]), minutes=int(match[9]))
+        offset = int(match[8]) * 3600 + int(match[9]) * 60
         moment -= offset if match[7] == "+" else -offset
-    return moment.timestamp()
+    return float(moment)
 
 
 def parse_telegram_html(stream, notes: list[str]) -> Iterator[Message]:
