@@ -9,6 +9,8 @@ Run:
     python bench/prepare_bench.py                      1M messages, lengths estimated (no model)
     python bench/prepare_bench.py --messages 100000
     python bench/prepare_bench.py --model models/gemma-3-270m   lengths with the real tokenizer and chat template
+    python bench/prepare_bench.py --export telegram_html     1M messages of Telegram Desktop HTML (1,000 a page)
+    python bench/prepare_bench.py --export vk                1M messages of a VK archive (50 a page, Windows-1251)
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_exports import write_chatgpt_export, write_telegram_export  # noqa: E402
+from synthetic_exports import (write_chatgpt_export, write_telegram_export, write_telegram_html_export,  # noqa: E402
+                               write_vk_export)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1_000_000, help="total messages, split over the two exports")
     parser.add_argument("--model", default="", help="model folder whose tokenizer measures lengths (default: none)")
     parser.add_argument("--mode", default="instruct", choices=["instruct", "conversational"])
+    parser.add_argument("--export", default="json", choices=["json", "telegram_html", "vk"],
+                        help="json: Telegram result.json + ChatGPT zip (half each); or all of one HTML export")
     parser.add_argument("--folder", type=Path, default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
 
@@ -50,14 +55,21 @@ def main() -> int:
         dataset, data, no_models = work / "dataset", work / "data", work / "no-models"
         no_models.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        n_telegram = write_telegram_export(dataset / "telegram" / "result.json", args.messages // 2)
-        n_chatgpt = write_chatgpt_export(dataset / "chatgpt" / "chatgpt-export.zip", args.messages - n_telegram)
+        if args.export == "json":
+            n_telegram = write_telegram_export(dataset / "telegram" / "result.json", args.messages // 2)
+            n_chatgpt = write_chatgpt_export(dataset / "chatgpt" / "chatgpt-export.zip", args.messages - n_telegram)
+            made = f"{n_telegram:,} Telegram + {n_chatgpt:,} ChatGPT messages"
+        elif args.export == "telegram_html":
+            made = f"{write_telegram_html_export(dataset / 'telegram_html', args.messages):,} Telegram HTML messages"
+        else:
+            made = f"{write_vk_export(dataset / 'vk', args.messages):,} VK messages"
         size_mb = sum(p.stat().st_size for p in dataset.rglob("*") if p.is_file()) / 1e6
-        print(f"generated {n_telegram:,} Telegram + {n_chatgpt:,} ChatGPT messages ({size_mb:,.0f} MB on disk, "
-              f"zip compressed) in {time.perf_counter() - started:.1f} s")
+        print(f"generated {made} ({size_mb:,.0f} MB on disk) in {time.perf_counter() - started:.1f} s")
 
+        # VK marks your own messages ("Вы", matched by --me owner); the others name the voice Sunny.
         command = [sys.executable, str(ROOT / "scripts" / "prepare_conversation_data.py"), "--input", str(dataset),
-                   "--output", str(data), "--me", "Sunny", "--mode", args.mode, "--models-dir", str(no_models)]
+                   "--output", str(data), "--me", "owner" if args.export == "vk" else "Sunny", "--mode", args.mode,
+                   "--models-dir", str(no_models)]
         if args.model:
             command += ["--model", args.model]
         started = time.perf_counter()

@@ -340,6 +340,129 @@ def write_chatgpt_export(zip_path: Path, n_messages: int, seed: int = 0) -> int:
     return write_chatgpt(zip_path, bench_conversations(int(n_messages * 0.97), seed + 1))
 
 
+def _html(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=False).replace("\n", "<br>")
+
+
+def write_telegram_html_export(folder: Path, n_messages: int, seed: int = 0, per_chat: int = 2000) -> int:
+    """Telegram Desktop HTML exports (folder/chat_N/messages.html, messages2.html, ... 1,000 messages a page, the
+    full markup of a message as Telegram writes it) of about n_messages; the learned voice is ME_NAME."""
+    import time as clock
+
+    written, chat, out, when = 0, -1, None, 1_700_000_000
+    in_chat, on_page, page = per_chat, 1000, 0
+
+    def close():
+        if out is not None:
+            out.write("\n    </div>\n\n   </div>\n\n  </div>\n\n </body>\n\n</html>\n")
+            out.close()
+
+    for conversation in bench_conversations(n_messages, seed):
+        if in_chat == per_chat:
+            chat, in_chat, on_page, page = chat + 1, 0, 1000, 0
+            friend = FRIENDS[chat % len(FRIENDS)]
+        in_chat += 1
+        when += SESSION_GAP_S
+        for prompt, reply in conversation:
+            for sender, text in ((friend, prompt), (ME_NAME, reply)):
+                if on_page == 1000:
+                    close()
+                    page += 1
+                    path = folder / f"chat_{chat:04d}" / ("messages.html" if page == 1 else f"messages{page}.html")
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    out, on_page = path.open("w", encoding="utf-8", newline="\n"), 0
+                    out.write('<!DOCTYPE html>\n<html>\n\n <head>\n\n  <meta charset="utf-8"/>\n<title>Exported Data'
+                              '</title>\n </head>\n\n <body onload="CheckLocation();">\n\n  <div class="page_wrap">\n\n'
+                              f'   <div class="page_header">\n\n    <div class="content">\n\n     <div class="text bold">'
+                              f'\n{friend}\n     </div>\n\n    </div>\n\n   </div>\n\n   <div class="page_body chat_page">'
+                              '\n\n    <div class="history">\n')
+                when += 60
+                stamp = clock.strftime("%d.%m.%Y %H:%M:%S", clock.gmtime(when))
+                written += 1
+                out.write(f"""
+     <div class="message default clearfix" id="message{written}">
+
+      <div class="pull_left userpic_wrap">
+
+       <div class="userpic userpic2" style="width: 42px; height: 42px">
+
+        <div class="initials" style="line-height: 42px">
+{sender[0]}
+        </div>
+
+       </div>
+
+      </div>
+
+      <div class="body">
+
+       <div class="pull_right date details" title="{stamp} UTC+03:00">
+{stamp[11:16]}
+       </div>
+
+       <div class="from_name">
+{sender}
+       </div>
+
+       <div class="text">
+{_html(text)}
+       </div>
+
+      </div>
+
+     </div>
+""")
+                on_page += 1
+    close()
+    return written
+
+
+def write_vk_export(folder: Path, n_messages: int, seed: int = 0, per_chat: int = 2000) -> int:
+    """A VK archive (folder/messages/<peer>/messages0.html, messages50.html, ...: 50 messages a page, newest first,
+    Windows-1251) of about n_messages; your own messages are "Вы"."""
+    import time as clock
+
+    months = ["янв", "фев", "мар", "апр", "мая", "июн", "июл", "авг", "сен", "окт", "ноя", "дек"]
+    chats: list[list[str]] = []
+    when, written = 1_700_000_000, 0
+
+    def flush(peer: int, items: list[str]) -> None:
+        pages = [items[i:i + 50] for i in range(0, len(items), 50)][::-1]  # newest page first
+        target = folder / "messages" / str(peer)
+        target.mkdir(parents=True, exist_ok=True)
+        for number, page in enumerate(pages):
+            body = "".join(reversed(page))  # newest message first
+            text = ('<!DOCTYPE html>\n<html>\n<head>\n<meta http-equiv="Content-Type" content="text/html; '
+                    f'charset=windows-1251">\n</head>\n<body>\n<div class="wrap">\n{body}</div>\n</body>\n</html>\n')
+            (target / f"messages{number * 50}.html").write_bytes(text.encode("cp1251", errors="xmlcharrefreplace"))
+
+    items: list[str] = []
+    chat, in_chat = -1, per_chat
+    for conversation in bench_conversations(n_messages, seed):
+        if in_chat == per_chat:
+            if items:
+                flush(100 + chat, items)
+            chat, in_chat, items = chat + 1, 0, []
+            friend = FRIENDS[chat % len(FRIENDS)]
+        in_chat += 1
+        when += SESSION_GAP_S
+        for prompt, reply in conversation:
+            for own, text in ((False, prompt), (True, reply)):
+                when += 60
+                t = clock.gmtime(when)
+                stamp = f"{t.tm_mday} {months[t.tm_mon - 1]} {t.tm_year} в {t.tm_hour}:{t.tm_min:02d}:{t.tm_sec:02d}"
+                who = "Вы" if own else f'<a href="https://vk.com/id{100 + chat}">{friend}</a>'
+                written += 1
+                items.append(f'<div class="item">\n  <div class="item__main"><div class="message" data-id="{written}">\n'
+                             f'  <div class="message__header">{who}, {stamp}</div>\n'
+                             f'  <div>{_html(text)}<div class="kludges"></div></div>\n</div></div>\n</div>\n')
+    if items:
+        flush(100 + chat, items)
+    return written
+
+
 if __name__ == "__main__":
     target, count = Path(sys.argv[1]), int(sys.argv[2])
     held = write_styled_dataset(target, count, seed=SAMPLE_SEED)

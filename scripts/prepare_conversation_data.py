@@ -2,7 +2,8 @@
 
 Reads:   every .json, .jsonl and .txt file under dataset/ (or --input), recursively, zip archives included (read in
          place, never unpacked). The format of each file is detected (--format forces one): the original seed JSON,
-         instruction pairs, ChatGPT and Claude.ai exports, Telegram Desktop result.json, WhatsApp .txt,
+         instruction pairs, ChatGPT and Claude.ai exports, Telegram Desktop result.json and HTML (messages.html),
+         VK's archive, Facebook Messenger and Instagram JSON, Slack workspace exports, WhatsApp .txt,
          DiscordChatExporter JSON, ShareGPT, OpenAI/HF "messages" JSONL.
 Writes:  data/ (or --output):
            train_dataset.jsonl, eval_dataset.jsonl   one example per line:
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -40,8 +42,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatError, Message, detect, read_messages,
-                              telegram_owner)
+from ftg.chat_formats import (HEAD_BYTES, MESSENGER_FORMATS, PARSERS, FormatError, Message, PartsStream, chat_parts,
+                              detect, export_owner_of, read_messages)
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import save_png, write_json
@@ -50,8 +52,13 @@ from ftg.paths import EVAL_FILE, LENGTHS_PLOT, PREPARE_REPORT, TRAIN_FILE
 
 CANDIDATE_SUFFIXES = (".json", ".jsonl", ".txt")
 NOT_CHATS = {"user.json", "users.json", "message_feedback.json", "shared_conversations.json", "model_comparisons.json",
-             "projects.json", "memories.json"}
-"""Files that come inside ChatGPT and Claude exports next to conversations.json and hold no chats."""
+             "projects.json", "memories.json", "channels.json", "groups.json", "dms.json", "mpims.json",
+             "integration_logs.json", "canvases.json"}
+"""Files that come inside ChatGPT, Claude and Slack exports next to the chats and hold none."""
+META_SECTIONS = re.compile(r"(?:^|/)(?:your_facebook_activity|your_instagram_activity|personal_information|"
+                           r"logged_information|security_and_login_information|ads_information|"
+                           r"apps_and_websites_off_of_facebook|your_activity_across_facebook|activity_messages)/")
+"""Folders of Meta's "Download your information" archive; only message_N.json files in them hold chats."""
 CHARS_PER_TOKEN = 4
 """Length estimate without a tokenizer: ~4 characters per token for English (Cyrillic is nearer 2-3)."""
 
@@ -68,11 +75,28 @@ class Source:
     member: str = ""
     """The file inside the zip archive `path`; "" for a plain file."""
     size: int = 0
+    parts: list[tuple[Path, str]] = field(default_factory=list)
+    """The chat's further files (path, member), read after this one: messages2.html, ... (see chat_parts)."""
 
 
 @contextlib.contextmanager
 def open_source(source: Source):
     """A seekable binary stream of the file, read from inside its zip archive when it is in one."""
+    if source.parts:
+        with contextlib.ExitStack() as stack:
+            archives: dict[Path, zipfile.ZipFile] = {}
+
+            def opener(path: Path, member: str):
+                if not member:
+                    return lambda: path.open("rb")
+                if path not in archives:
+                    archives[path] = stack.enter_context(zipfile.ZipFile(path))
+                return lambda: archives[path].open(member)
+
+            files = [opener(source.path, source.member)] + [opener(path, member) for path, member in source.parts]
+            with io.BufferedReader(PartsStream(files), buffer_size=1024 * 1024) as stream:
+                yield stream
+        return
     if not source.member:
         with source.path.open("rb") as stream:
             yield stream
@@ -88,25 +112,36 @@ def find_sources(root: Path, problems: list[dict], output_dir: Path) -> tuple[li
     files = [root] if root.is_file() else sorted(
         p for p in root.rglob("*") if p.is_file() and not p.resolve().is_relative_to(output_dir.resolve()))
     base = root.parent if root.is_file() else root
-    sources, ignored = [], 0
+    found: dict[str, Source] = {}
     for path in files:
         name = path.relative_to(base).as_posix()
-        suffix = path.suffix.lower()
-        if suffix == ".zip":
+        if path.suffix.lower() == ".zip":
             try:
                 with zipfile.ZipFile(path) as archive:
                     for info in archive.infolist():
-                        member = info.filename
-                        if info.is_dir():
-                            continue
-                        if is_candidate(member):
-                            sources.append(Source(f"{name}/{member}", path, member, info.file_size))
-                        else:
-                            ignored += 1
+                        if not info.is_dir():
+                            found[f"{name}/{info.filename}"] = Source(f"{name}/{info.filename}", path, info.filename,
+                                                                      info.file_size)
             except (zipfile.BadZipFile, OSError) as exc:
                 problems.append({"file": name, "problem": f"not a readable zip archive ({exc})"})
-        elif is_candidate(name):
-            sources.append(Source(name, path, "", path.stat().st_size))
+        else:
+            found[name] = Source(name, path, "", path.stat().st_size)
+    # A chat split over several files (Telegram HTML, VK, Messenger, Slack days) becomes one source, named by its
+    # folder; users.json is shared by a Slack export's channels.
+    sources, grouped = [], set()
+    for group in chat_parts(list(found)):
+        first, rest = found[group[0]], [found[n] for n in group[1:]]
+        folder = os.path.commonpath([n.rpartition("/")[0] or "." for n in group[1:] or group])
+        name = f"{folder}/ ({len(group)} files)" if rest else first.name
+        sources.append(Source(name, first.path, first.member, sum(s.size for s in [first, *rest]),
+                              [(s.path, s.member) for s in rest]))
+        grouped.update(group)
+    ignored = 0
+    for name, source in found.items():
+        if name in grouped:
+            continue
+        if is_candidate(name):
+            sources.append(source)
         else:
             ignored += 1
     return sources, ignored
@@ -115,6 +150,8 @@ def find_sources(root: Path, problems: list[dict], output_dir: Path) -> tuple[li
 def is_candidate(name: str) -> bool:
     """Whether a file may hold chats: .json/.jsonl/.txt, but not a README or an export's account details."""
     base = name.rsplit("/", 1)[-1].lower()
+    if META_SECTIONS.search(name):
+        return False  # a Meta archive's other data; its chats (message_N.json) are grouped by chat_parts
     return base.endswith(CANDIDATE_SUFFIXES) and base not in NOT_CHATS and not base.startswith("readme")
 
 
@@ -128,7 +165,7 @@ def detect_format(source: Source, forced: str) -> str:
         head = head.removeprefix(bom)
     if not head.strip():
         raise FormatError("empty file (only blanks)")
-    fmt = forced or detect(source.name, head)
+    fmt = forced or detect(source.member or source.name, head)
     if not fmt:
         raise FormatError(
             "unknown format: not a chat export this tool knows. If it is one, force it with --format "
@@ -510,21 +547,23 @@ def participants_table(sources: list[tuple[Source, str]]) -> str:
     return "\n".join(["   messages  participant"] + rows) + more
 
 
-def export_owner(sources: list[tuple[Source, str]]) -> tuple[str, str] | None:
-    """(name, id) of the one account whose full Telegram export is among the messenger files, when every messenger
-    file is Telegram (ids are the same in all Telegram exports; WhatsApp and Discord files do not carry them)."""
-    if any(fmt != "telegram" for _, fmt in sources):
-        return None
-    owners = set()
-    for source, _ in sources:
+def export_owner(sources: list[tuple[Source, str]]) -> list[tuple[str, str, str]] | None:
+    """(format, name, id) of the account owner for each messenger format among the files, when each of those
+    formats names exactly one owner (a full Telegram export's personal_information, VK's own-message marks, a
+    Messenger/Instagram two-person thread); None when any format names none or several (WhatsApp and Discord files
+    never do). Files of a format that do not name one (a one-chat Telegram export) follow the one that does."""
+    owners: dict[str, set] = {fmt: set() for _, fmt in sources}
+    for source, fmt in sources:
         try:
             with open_source(source) as stream:
-                owner = telegram_owner(stream)
+                owner = export_owner_of(fmt, stream)
         except (OSError, zipfile.BadZipFile, EOFError, zlib.error):
             continue  # the main pass reports the file's problem
         if owner:
-            owners.add(owner)
-    return owners.pop() if len({account_id for _, account_id in owners}) == 1 else None
+            owners[fmt].add(owner)
+    if any(len({account_id for _, account_id in found}) != 1 for found in owners.values()):
+        return None
+    return [(fmt, *sorted(found)[0]) for fmt, found in owners.items()]
 
 
 def run(cfg) -> Path:
@@ -566,13 +605,13 @@ def run(cfg) -> Path:
     me = {name.casefold() for name in data.me if name.strip()}
     messenger_sources = [(s, f) for s, f in usable if f in MESSENGER_FORMATS]
     if messenger_sources and not me:
-        owner = export_owner(messenger_sources)
-        if owner:
-            name, account_id = owner
-            data.me = [account_id]  # kept in the report's "me"
-            me = {account_id}
-            print(f"Learning the voice of {name or 'the account owner'} (id {account_id}): the owner of the Telegram "
-                  "export. To learn someone else's, pass --me NAME.")
+        for fmt, name, account_id in export_owner(messenger_sources) or []:
+            data.me = [*data.me, account_id]  # kept in the report's "me"
+            me.add(account_id.casefold())
+            export = {"telegram": "the Telegram export", "vk": "the VK archive", "meta": "the Messenger/Instagram "
+                      "threads"}[fmt]
+            print(f"Learning the voice of {name or 'the account owner'} (id {account_id}): the owner of {export}. "
+                  "To learn someone else's, pass --me NAME.")
     table = participants_table(messenger_sources) if messenger_sources and not me else ""
     if table:
         names = ", ".join(s.name for s, _ in messenger_sources[:3])
@@ -603,6 +642,7 @@ def run(cfg) -> Path:
     report = make_report(totals, failed, ignored, input_dir, output_dir, measured_with, cfg)
     write_json(output_dir / PREPARE_REPORT, report)
     print_summary(report)
+    print_role_check(output_dir / (TRAIN_FILE + ".tmp"), totals.files)
     if totals.examples["train"] + totals.examples["eval"] == 0:
         writer.discard()
         raise UserError(
@@ -636,8 +676,9 @@ def process_file(source: Source, fmt: str, me: set[str], cfg, gap: float, writer
                 if messenger:
                     for message in messages:
                         if not message.skip:
-                            speakers[message.speaker or message.speaker_id] += 1
-                            mine += matches_me(message, me)
+                            is_me = matches_me(message, me)
+                            speakers[(message.speaker or message.speaker_id, is_me)] += 1
+                            mine += is_me
                 turns = build_turns(messages, messenger, me, cfg, totals)
                 writer.add_conversation(conversation_id, f"{fmt}:{source.name}", turns)
                 progress.update(len(messages))
@@ -646,8 +687,10 @@ def process_file(source: Source, fmt: str, me: set[str], cfg, gap: float, writer
         entry["status"] = "partial" if read else "failed"
         entry["problem"] = f"{exc}" + (f" (the {read:,} messages before it were kept)" if read else "")
     entry["messages"] = totals.messages_read - read_before
+    if speakers:
+        entry["speakers"] = [{"name": name, "messages": n, "you": is_me} for (name, is_me), n in speakers.most_common(20)]
     if messenger and speakers and not mine:
-        top = ", ".join(f"{name} ({n:,})" for name, n in speakers.most_common(5))
+        top = ", ".join(f"{name} ({n:,})" for (name, _), n in speakers.most_common(5))
         notes.append(f"none of your --me names wrote here, so nothing is learned from it; speakers: {top}")
     totals.formats[fmt] += 1
     totals.files.append(entry)
@@ -710,6 +753,29 @@ def print_summary(report: dict) -> None:
     print()
     for label, value in rows:
         print(f"  {label:<28} {value:,}" if isinstance(value, int) else f"  {label:<28} {value}")
+
+
+def print_role_check(train_file: Path, files: list[dict], pairs: int = 3, width: int = 50) -> None:
+    """Three sample pairs and who wrote what, so a wrong voice (the roles the wrong way round) shows before
+    training: "you" is the side the model learns to write."""
+    def short(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    people: Counter = Counter()
+    for entry in files:
+        for speaker in entry.get("speakers", []):
+            people[(speaker["name"], speaker["you"])] += speaker["messages"]
+    if people:
+        print("\n  Who is who (usable messages; \"you\" is the voice the model learns):")
+        for (name, is_me), n in people.most_common(10):
+            print(f"  {n:>9,}  {name or '(no name)'}" + ("  <- you" if is_me else ""))
+    with contextlib.suppress(OSError), train_file.open(encoding="utf-8") as lines:
+        samples = [json.loads(line)["messages"][-2:] for _, line in zip(range(pairs), lines)]
+        if samples:
+            print("\n  Sample pairs (them -> you); if \"you\" is not your voice, fix --me:")
+        for prompt, reply in samples:
+            print(f"    them: {short(prompt['content'])} → you: {short(reply['content'])}")
 
 
 def save_histogram(lengths: array, limit: int, measured_with: str, path: Path) -> None:

@@ -115,6 +115,50 @@ EXPECTED = {
         ],
         {"service": 1, "media_only": 1, "bot": 1},
     ),
+    "telegram_html": (
+        [
+            # Two pages; "joined" blocks take the sender before them, across the page break too.
+            ("Боб@1", [("user", "Привет, Алиса! Идёшь сегодня?\nЗахвати печенье 🍪"),
+                       ("assistant", "Конечно!\nБуду в семь.")]),  # a reply: the "In reply to" line is not text
+            ("Боб@1", [("user", 'Красота! "Лайк"\nВо сколько выходишь?'),
+                       ("assistant", "В 18:30, вот место: https://maps.example.com/x")]),
+            # 14:12 -> 09:00 next day (dates carry UTC+03:00): a new conversation
+            ("Боб@2", [("user", "Доброе утро! Как дошла?"), ("assistant", "Отлично, спасибо ❤️")]),
+        ],
+        {"media_only": 1, "service": 1, "forwarded": 1, "bot": 1},  # date separators are not messages
+    ),
+    "vk": (
+        [
+            # windows-1251, two pages each newest first; "Вы" (no profile link) is the owner; "(ред.)" = edited
+            ("chat@1", [("user", "Привет! Встречаемся завтра?"), ("assistant", "Да, всё в силе 🙂")]),
+            ("chat@1", [("user", "Отлично, до встречи!"), ("assistant", "Пока!\nДо завтра")]),
+            ("chat@2", [("user", "Я на месте, ты где?"), ("assistant", "Бегу, буду через 5 минут")]),
+        ],
+        {"media_only": 1, "service": 1},
+    ),
+    "meta": (
+        [
+            # Messenger, two files newest first, mojibake repaired (Cyrillic, emoji, "Café")
+            ("Bob Smith@1", [("user", "Привет! Как дела?"), ("assistant", "Хорошо 😊 А у тебя?")]),
+            ("Bob Smith@1", [("user", "Тоже хорошо. Café tonight?"), ("assistant", "Давай! В 7 👍")]),
+            # Instagram
+            ("Катя@1", [("user", "Ты видела новый пост?"), ("assistant", "Да! Очень красиво 😍")]),
+            ("Катя@1", [("user", "Смотри 😂"), ("assistant", "Ахаха, точно")]),
+            # The end-to-end-encrypted export's schema (senderName, text, timestamp), correct UTF-8 left alone
+            ("Bob Smith@1", [("user", "Ты уже дома? 🏠"), ("assistant", "Да, только что пришла. Café было супер")]),
+        ],
+        {"media_only": 3, "service": 2, "deleted": 1},  # photo/attachment; call, reaction; unsent
+    ),
+    "slack": (
+        [
+            # user ids -> names, <@U..>, <url|label>, &amp; resolved; the join, the bot and the upload skipped
+            ("channel@1", [("user", "Борис: Всем привет! @Alice, посмотри спеку 🙏"),
+                           ("assistant", "Посмотрю после обеда & отпишусь")]),
+            ("channel@2", [("user", "Борис: Ну что, @here созвон в 11? Пиши на [EMAIL]"), ("assistant", "Да, буду 👍")]),
+            ("channel@1", [("user", "Борис: Кто на обед? #general молчит"), ("assistant", "Я!")]),
+        ],
+        {"service": 2, "bot": 1, "media_only": 1, "prompt_without_reply": 1},
+    ),
     "sharegpt": (
         [
             ("sg1", [("system", "You are a kind tutor."), ("user", "What is 2+2?"), ("assistant", "4.")]),
@@ -135,7 +179,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("fmt", list(EXPECTED))
 def test_each_format_gives_the_exact_conversations_and_roles(tmp_path, fmt):
-    examples, report = prepare(tmp_path, EXPORTS / fmt, me=["Alice", "Алиса"])
+    examples, report = prepare(tmp_path, EXPORTS / fmt, me=["Alice", "Алиса", "owner"])  # owner: VK's "Вы"
     expected, skipped = EXPECTED[fmt]
     assert sorted(shape(examples)) == sorted(expected)
     assert report["messages_skipped"] == skipped
@@ -192,7 +236,7 @@ def test_me_matches_an_account_id_and_is_required_for_messengers(tmp_path, capsy
 
 def test_whole_folder_from_the_command_line_reports_bad_files_and_keeps_the_good(tmp_path, capsys):
     out = tmp_path / "данные"
-    base = ["--input", str(EXPORTS), "--output", str(out), "--me", "Alice", "--me", "Алиса",
+    base = ["--input", str(EXPORTS), "--output", str(out), "--me", "Alice", "--me", "Алиса", "--me", "owner",
             "--models-dir", str(tmp_path / "no-models")]
     assert prep.main(base) == 0
     printed = capsys.readouterr().out
@@ -202,13 +246,16 @@ def test_whole_folder_from_the_command_line_reports_bad_files_and_keeps_the_good
     assert failed["bad/notes.txt"].startswith("unknown format")
     assert failed["bad/broken.json"].startswith("malformed JSON")
     assert "cut off" in failed["bad/truncated.json"]
-    # Passed over without a failure: 2 pictures, chat.html, ChatGPT's user.json, Claude's users.json.
-    assert "bad/photo.jpg" not in failed and report["files_not_chat_exports_by_name"] == 5
+    assert failed["discord_package/package.zip/package/ (7 files)"].startswith("Discord's own data package")
+    # Passed over without a failure: 2 pictures, chat.html, ChatGPT's user.json, Claude's users.json; Telegram
+    # HTML's style.css; VK's index-messages.html; Meta's photo, autofill, profile and likes files; Slack's
+    # channels.json and integration_logs.json.
+    assert "bad/photo.jpg" not in failed and report["files_not_chat_exports_by_name"] == 13
     for name in failed:
         assert name in printed  # one line per bad file
-    assert report["messages_read"] == 93 and report["messages_used"] == 60
+    assert report["messages_read"] == 93 + 12 + 8 + 16 + 11 and report["messages_used"] == 60 + 8 + 6 + 10 + 6
     assert report["messages_read"] == report["messages_used"] + sum(report["messages_skipped"].values())
-    assert report["pii_replaced"] == {"email": 1, "phone": 2, "card": 0, "url": 0}
+    assert report["pii_replaced"] == {"email": 2, "phone": 2, "card": 0, "url": 0}
     instruct = report["examples_train"] + report["examples_eval"]
     assert instruct == sum(len(v[0]) for v in EXPECTED.values())
     assert report["examples_eval"] >= 1  # 5% of 20 conversations rounds to none: one is moved to eval
@@ -222,6 +269,38 @@ def test_whole_folder_from_the_command_line_reports_bad_files_and_keeps_the_good
     history = [e for e in examples if e["conversation_id"].endswith(":sg1") and len(e["messages"]) == 5]
     assert [m["content"] for m in history[0]["messages"]] == [
         "You are a kind tutor.", "What is 2+2?", "4.", "And 3+3?", "6."]
+
+
+def test_owner_is_learned_where_the_export_names_them(tmp_path, capsys):
+    """VK marks your own messages; a Messenger/Instagram two-person thread is named after the other person."""
+    examples, report = prepare(tmp_path, EXPORTS / "vk")
+    assert sorted(shape(examples)) == sorted(EXPECTED["vk"][0]) and report["me"] == ["owner"]
+    assert "the owner of the VK archive" in capsys.readouterr().out
+    examples, report = prepare(tmp_path, EXPORTS / "meta")
+    assert sorted(shape(examples)) == sorted(EXPECTED["meta"][0]) and report["me"] == ["Alice"]
+    assert "Learning the voice of Alice (id Alice): the owner of the Messenger/Instagram threads" in capsys.readouterr().out
+    # Telegram HTML and Slack name nobody: `me` is asked for, with the participants.
+    for fmt, row in (("telegram_html", "          5  Боб"), ("slack", "          4  Борис  (id U02BORIS)")):
+        with pytest.raises(UserError, match="--me NAME") as error:
+            prepare(tmp_path, EXPORTS / fmt)
+        assert row in str(error.value)
+
+
+def test_sample_pairs_and_participants_are_shown_before_training(tmp_path, capsys):
+    prepare(tmp_path, EXPORTS / "telegram_html", me=["Alice"])
+    out = capsys.readouterr().out
+    assert "        4  Alice  <- you\n" in out and "        5  Боб\n" in out
+    assert "    them: Привет, Алиса! Идёшь сегодня? Захвати печенье 🍪 → you: Конечно! Буду в семь.\n" in out
+    assert out.count("    them: ") == 3
+
+
+def test_discord_data_package_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(UserError, match="no chat export found"):
+        prepare(tmp_path, EXPORTS / "discord_package")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "SKIPPED" in line]
+    assert lines == ["  SKIPPED package.zip/package/ (7 files): Discord's own data package holds only the messages "
+                     "you sent, so it cannot make training pairs; export the chats with DiscordChatExporter (JSON) "
+                     "instead, which this tool reads"]
 
 
 def test_nothing_usable_fails_with_a_clear_message(tmp_path):

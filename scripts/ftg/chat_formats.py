@@ -18,44 +18,21 @@ import codecs
 import io
 import json
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterator
 
 import ijson
 
-MESSENGER_FORMATS = ("telegram", "whatsapp", "discord")
+from ftg.chat_message import OWNER_ID, FormatError, Message
+from ftg.formats_html import parse_telegram_html, parse_vk
+from ftg.formats_meta import meta_owner, parse_meta
+from ftg.formats_slack import parse_slack
+
+MESSENGER_FORMATS = ("telegram", "telegram_html", "vk", "meta", "whatsapp", "discord", "slack")
 """Formats where the learned voice is a person named by `me`; the others teach the assistant side."""
 
 HEAD_BYTES = 64 * 1024
 """How much of a file the detectors look at."""
-
-
-class FormatError(Exception):
-    """The file is not valid in its format (malformed JSON, cut off, not text). The message says where."""
-
-
-@dataclass(slots=True)
-class Message:
-    conversation: str
-    """Key of the chat or conversation inside the file."""
-    role: str
-    """user/assistant/system for assistant exports; "" for messengers, where `me` decides."""
-    text: str
-    speaker: str = ""
-    """Display name (messengers)."""
-    speaker_id: str = ""
-    """Account id (messengers), e.g. Telegram's "user123456"."""
-    login: str = ""
-    """Second name that `me` may match (Discord user name)."""
-    time: float | None = None
-    """Unix seconds; splits messenger history into conversations."""
-    skip: str = ""
-    """Why this message cannot be used; "" when it can."""
-    group: bool = False
-    """Sent in a group chat: other speakers' names prefix their lines."""
-    forwarded: bool = False
-    """Forwarded from elsewhere: context from others, never the voice of `me`."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -651,8 +628,15 @@ def _json_paths(head: bytes) -> set[str]:
     return paths
 
 
+DISCORD_PACKAGE_FILE = re.compile(r"(?:^|/)messages/c?\d+/messages\.json$")
+DISCORD_PACKAGE = ("Discord's own data package holds only the messages you sent, so it cannot make training pairs; "
+                   "export the chats with DiscordChatExporter (JSON) instead, which this tool reads")
+
+
 def detect(name: str, head: bytes) -> str:
-    """The format of a file from its name and first bytes (BOM removed); "" when it is none we know."""
+    """The format of a file from its name and first bytes (BOM removed); "" when it is none we know.
+
+    Raises FormatError for an export that is recognised but cannot be used (Discord's own data package)."""
     if name.lower().endswith(".txt"):
         if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # saved as "Unicode" by Windows Notepad
             text = head[: len(head) // 2 * 2].decode("utf-16", errors="replace")
@@ -664,6 +648,18 @@ def detect(name: str, head: bytes) -> str:
         lines = [line for line in text.splitlines() if line.strip()][:30]
         return "whatsapp" if any(_whatsapp_header(line) for line in lines) else ""
     paths = _json_paths(head)
+    if head.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html")):
+        if b'class="message__header"' in head:
+            return "vk"
+        if b'class="page_body chat_page"' in head or b'class="message default' in head:
+            return "telegram_html"
+        return ""
+    if DISCORD_PACKAGE_FILE.search(name) or {"item.ID", "item.Contents"} <= paths:
+        raise FormatError(DISCORD_PACKAGE)
+    if "participants" in paths and {"messages.item.sender_name", "messages.item.senderName"} & paths:
+        return "meta"
+    if {"item.ts", "item.type"} <= paths or {"item.team_id", "item.profile"} <= paths:
+        return "slack"
     for p in ("", "item."):
         if {p + "guild", p + "channel"} <= paths:
             return "discord"
@@ -703,14 +699,131 @@ PARSERS: dict[str, Callable[[object, list[str]], Iterator[Message]]] = {
     "discord": parse_discord,
     "sharegpt": parse_sharegpt,
     "messages": parse_messages,
+    "telegram_html": parse_telegram_html,
+    "vk": parse_vk,
+    "meta": parse_meta,
+    "slack": parse_slack,
 }
 """Format name -> parser. The `--format` flag picks one by name; `detect` picks one per file otherwise."""
 
 
 def read_messages(fmt: str, stream, notes: list[str]) -> Iterator[Message]:
     """Run one format's parser on a binary stream, after skipping a byte-order mark."""
-    if fmt != "whatsapp":
+    if fmt not in ("whatsapp", "telegram_html", "vk"):
         encoding = _skip_bom(stream)
         if encoding == "utf-16":
             raise FormatError("UTF-16 JSON is not supported; save the file as UTF-8")
     yield from PARSERS[fmt](stream, notes)
+
+
+def export_owner_of(fmt: str, stream) -> tuple[str, str] | None:
+    """(name, id for `me`) of the account whose export this file is, where the export says so; None otherwise.
+
+    Telegram: a full export's personal_information. VK: the archive is always its owner's, whose messages it marks.
+    Messenger/Instagram: in a two-person thread, the participant the thread is not named after."""
+    if fmt == "telegram":
+        return telegram_owner(stream)
+    if fmt == "vk":
+        return "you (the VK archive's owner)", OWNER_ID
+    if fmt == "meta":
+        return meta_owner(stream)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Chats split over several files
+
+TELEGRAM_VK_PAGE = re.compile(r"messages(\d*)\.html", re.IGNORECASE)
+META_PAGE = re.compile(r"message_(\d+)\.json")
+SLACK_DAY = re.compile(r"\d{4}-\d\d-\d\d\.json")
+
+
+def chat_parts(names: list[str]) -> list[list[str]]:
+    """The files that together hold one chat, each group in reading order (oldest messages first).
+
+    Telegram HTML: messages.html, messages2.html, ... VK: messages0.html holds the newest 50, so messages50.html,
+    messages100.html, ... come first, highest number first. Messenger/Instagram: message_1.json is the newest, so
+    the highest number first. Slack: a channel's days in date order, after the export's users.json (id -> name).
+    Discord's data package: all its channel files, as one group (refused with one line). Names are "/" paths."""
+    folders: dict[str, list[str]] = {}
+    for name in names:
+        folder, _, base = name.rpartition("/")
+        folders.setdefault(folder, []).append(base)
+    known = set(names)
+    groups, discord = [], {}
+    for folder, bases in folders.items():
+        prefix = folder + "/" if folder else ""
+        pages = {b: int(m[1] or 1) for b in bases if (m := TELEGRAM_VK_PAGE.fullmatch(b))}
+        if pages:
+            vk = "messages0.html" in (b.lower() for b in pages)
+            groups.append([prefix + b for b in sorted(pages, key=pages.get, reverse=vk)])
+        meta = {b: int(m[1]) for b in bases if (m := META_PAGE.fullmatch(b))}
+        if meta:
+            groups.append([prefix + b for b in sorted(meta, key=meta.get, reverse=True)])
+        days = sorted(b for b in bases if SLACK_DAY.fullmatch(b))
+        if days:
+            root = folder.rpartition("/")[0]
+            users = (root + "/" if root else "") + "users.json"
+            groups.append(([users] if users in known else []) + [prefix + d for d in days])
+        for base in bases:
+            if base == "messages.json" and DISCORD_PACKAGE_FILE.search(prefix + base):
+                discord.setdefault(folder.rpartition("/")[0].rpartition("/")[0], []).append(prefix + base)
+    # A Discord package is one group with everything in it (channel.json, index.json, account/...): one line.
+    for root, chats in discord.items():
+        inside = sorted(n for n in names if n.startswith(root + "/") and n not in chats) if root else []
+        groups.append(sorted(chats) + inside)
+    return groups
+
+
+class PartsStream(io.RawIOBase):
+    """Several files read as one binary stream, one after another (the files of one chat). Seeking back starts
+    over from the first file; the parsers only seek back to where they started."""
+
+    def __init__(self, openers: list[Callable[[], object]]):
+        super().__init__()
+        self.openers, self.index, self.current, self.position = openers, -1, None, 0
+        self._next()
+
+    def _next(self) -> None:
+        if self.current is not None:
+            self.current.close()
+        self.index += 1
+        self.current = self.openers[self.index]() if self.index < len(self.openers) else None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.current is not None:
+            count = self.current.readinto(buffer)
+            if count:
+                self.position += count
+                return count
+            self._next()
+        return 0
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.position
+        elif whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("PartsStream seeks from the start or the current position only")
+        if offset < self.position:
+            if self.current is not None:
+                self.current.close()
+            self.index, self.current, self.position = -1, None, 0
+            self._next()
+        while self.position < offset and self.read(min(offset - self.position, READ_CHUNK)):
+            pass
+        return self.position
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+        super().close()

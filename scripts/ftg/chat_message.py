@@ -1,0 +1,39 @@
+"""What every chat parser yields (`Message`) and the one error it may raise (`FormatError`).
+
+Kept apart from chat_formats.py so that the parsers split by family (formats_html.py, formats_meta.py,
+formats_slack.py) and the table of formats in chat_formats.py can all import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OWNER_ID = "owner"
+"""speaker_id of a message the export itself marks as the account owner's (VK's "Вы"); `--me owner` matches it."""
+
+
+class FormatError(Exception):
+    """The file is not valid in its format (malformed JSON, cut off, not text). The message says where."""
+
+
+@dataclass(slots=True)
+class Message:
+    conversation: str
+    """Key of the chat or conversation inside the file."""
+    role: str
+    """user/assistant/system for assistant exports; "" for messengers, where `me` decides."""
+    text: str
+    speaker: str = ""
+    """Display name (messengers)."""
+    speaker_id: str = ""
+    """Account id (messengers), e.g. Telegram's "user123456"."""
+    login: str = ""
+    """Second name that `me` may match (Discord user name)."""
+    time: float | None = None
+    """Unix seconds; splits messenger history into conversations."""
+    skip: str = ""
+    """Why this message cannot be used; "" when it can."""
+    group: bool = False
+    """Sent in a group chat: other speakers' names prefix their lines."""
+    forwarded: bool = False
+    """Forwarded from elsewhere: context from others, never the voice of `me`."""
