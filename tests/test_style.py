@@ -170,7 +170,10 @@ def test_verdict_sentence_and_report_figures():
     base = [n_words(50, "Certainly"), n_words(58, "Certainly")]
     tuned = [n_words(10, "ну"), n_words(12, "ну")]
     report = style.style_report(person, base, tuned)
-    assert report["verdict"].startswith("Your replies average 9 words, the base model's 54, the tuned model's 11. ")
+    assert report["verdict"] == ("Your replies average 9 words, the base model's 54, the tuned model's 11. Style "
+                                 "distance to yours (0 = the same, 1 = unrelated): base model 0.52, tuned model "
+                                 "0.03. Furthest from you still: characters per reply (0.18).")
+    # By hand: 26 characters against 29 and 35: W = (ln(30/27) + ln(36/27)) / 2 = 0.1966; 1 - exp(-W) = 0.178.
     assert report["averages"]["words"] == {"person": 9.0, "base": 54.0, "tuned": 11.0}
     assert report["pass_as_yours"] is None and report["distance"]["reference"] is None
     assert report["replies"] == {"person": 3, "base": 2, "tuned": 2, "person_train": 0, "base_train": 0}
@@ -213,6 +216,8 @@ def test_report_needs_replies():
 
 
 def prepared_replies(tmp_path: Path, persona: str, n: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """The persona's replies as prepare_dataset writes them (all in train), and its held-out (prompt, reply) pairs;
+    no held-out prompt is in the training data."""
     import prepare_conversation_data as prep
     from ftg.config import load_config
 
@@ -222,6 +227,7 @@ def prepared_replies(tmp_path: Path, persona: str, n: int) -> tuple[list[str], l
                           "me": [synthetic_exports.persona_me(persona)]}}
     out = prep.run(load_config(tmp_path / "no-config.yaml", overrides))
     examples = [json.loads(line) for line in (out / prep.TRAIN_FILE).read_text(encoding="utf-8").splitlines()]
+    assert not {m["content"] for e in examples for m in e["messages"]} & {prompt for prompt, _ in held}
     return [e["messages"][-1]["content"] for e in examples], held
 
 
@@ -266,3 +272,30 @@ def habit_share(fp: dict, name: str) -> float:
     english = sum(words.get(w, 0) for w in ("weekend", "work", "meeting", "nice", "cool", "thanks", "ok",
                                            "course", "luck", "report", "series", "anyway", "btw"))
     return english / replies
+
+
+def test_style_acceptance_persona_path_without_a_model(tmp_path, capsys):
+    """The bench's own code around the model: --help, the training pairs it reads, its verdict and last line."""
+    import style_acceptance as bench
+    from ftg.training_data import TRAIN_FILE
+
+    with pytest.raises(SystemExit) as stopped:
+        bench.main(["--help"])
+    assert stopped.value.code == 0 and "--persona {sailor,texter,writer}" in capsys.readouterr().out
+
+    _, held = prepared_replies(tmp_path, "texter", 60)
+    everything = bench.last_exchanges(tmp_path / "data" / TRAIN_FILE, 10**6)
+    pairs = bench.last_exchanges(tmp_path / "data" / TRAIN_FILE, 20, {everything[0][0]})
+    assert len(pairs) == 20 and len({prompt for prompt, _ in pairs}) == 20
+    assert pairs[0] == everything[1] and everything[0][0] not in {prompt for prompt, _ in pairs}
+
+    person_train, base_train = two_styles(60, seed=3)
+    person, base = two_styles(15, seed=4)
+    result = {"marker": None, "ppl_base": 20.0, "ppl_tuned": 10.0,
+              "style": style.style_report(person, base, person[:12] + base[:3], person_train, base_train)}
+    distance = result["style"]["distance"]
+    assert bench.summary_line(result) == (f"style_base={distance['base']:.2f} style_tuned={distance['tuned']:.2f} "
+                                          "pass_tuned=80% pass_base=0% ppl_base=20.00 ppl_tuned=10.00")
+    assert distance["tuned"] <= 0.4 * distance["base"] and bench.accepted(result)
+    result["style"] = style.style_report(person, base, person[:8] + base[:7], person_train, base_train)
+    assert not bench.accepted(result)  # 8 of 15 = 53 % pass: under 60 %
