@@ -53,7 +53,8 @@ from synthetic_exports import PERSONA_NAMES, SAMPLE_SEED, SIGNATURE, persona_me,
 TUNED_MIN, BASE_MAX, PPL_DROP_MIN = 0.80, 0.05, 0.30
 """The acceptance: tuned replies carry the marker >= 80 %, base replies <= 5 %, held-out perplexity down >= 30 %."""
 DISTANCE_RATIO_MAX, PASS_TUNED_MIN, PASS_BASE_MAX = 0.40, 0.60, 0.10
-"""Without a marker (issue 14): tuned style distance <= 40 % of the base's, pass-as-yours tuned >= 60 %, base <= 10 %."""
+"""Without a marker (issue 14): tuned style distance <= 40 % of the base's; pass-as-yours tuned >= 60 %, base <= 10 %.
+"""
 
 
 def read_prompts(prompts_file: Path | None, eval_file: Path) -> list[str]:
@@ -142,11 +143,12 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         if train else []
     figures = style.style_report(person, base, tuned, [r for _, r in train], base_train)
 
-    ppl_base = report.reply_perplexity(base_gguf, conversations_eval, n_gpu_layers=0, desc="perplexity base")["perplexity"]
+    ppl_base = report.reply_perplexity(base_gguf, conversations_eval, n_gpu_layers=0,
+                                       desc="perplexity base")["perplexity"]
     ppl_tuned = report.reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
                                         desc="perplexity tuned")["perplexity"]
-    result = {"persona": persona, "marker": marker, "prompts": len(prompts), "eval_conversations": len(conversations_eval),
-              "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
+    result = {"persona": persona, "marker": marker, "prompts": len(prompts),
+              "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
               "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
                           for p, r, b, t in list(zip(prompts, person, base, tuned))[:10]]}
     if marker:

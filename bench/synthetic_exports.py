@@ -225,9 +225,10 @@ def write_telegram(path: Path, conversations, per_chat: int = 60, start: int = 1
     the number of messages written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     written, chat_number, in_chat = 0, -1, per_chat
+    owner = json.dumps({"user_id": int(ME_ID[4:]), "first_name": me}, ensure_ascii=False)
     with path.open("w", encoding="utf-8", newline="\n") as out:
         out.write('{\n "about": "Synthetic export made by bench/synthetic_exports.py",\n'
-                  f' "personal_information": {{"user_id": {ME_ID[4:]}, "first_name": {json.dumps(me, ensure_ascii=False)}}},\n'
+                  f' "personal_information": {owner},\n'
                   ' "chats": {"about": "", "list": [\n')
         when = start
         for conversation in conversations:

@@ -139,7 +139,8 @@ def two_styles(count: int, seed: int) -> tuple[list[str], list[str]]:
     rng = random.Random(seed)
     subjects = ["кино", "ужин", "работа", "отпуск", "кот", "погода", "встреча", "книжка"]
     texter = [f"{rng.choice(['ахах', 'ну', 'слушай', 'кстати'])} {rng.choice(subjects)} "
-              f"{rng.choice(['норм', 'супер', 'так себе', 'огонь'])}{rng.choice(['))', ')', ''])}" for _ in range(count)]
+              f"{rng.choice(['норм', 'супер', 'так себе', 'огонь'])}{rng.choice(['))', ')', ''])}"
+              for _ in range(count)]
     topics = ["the weather", "dinner", "your trip", "the meeting", "a good book", "your cat"]
     bot = [f"{rng.choice(['Certainly!', 'Of course.', 'Great question!'])} Here is what I think about "
            f"{rng.choice(topics)}:\n\n- **{rng.choice(['First', 'Overall'])}**, it depends on the context.\n"

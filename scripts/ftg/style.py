@@ -93,7 +93,8 @@ def script_letters(text: str) -> Counter:
     for char in text:
         if char.isalpha():
             name = unicodedata.name(char, "")
-            letters["cyrillic" if name.startswith("CYRILLIC") else "latin" if name.startswith("LATIN") else "other"] += 1
+            script = "cyrillic" if name.startswith("CYRILLIC") else "latin" if name.startswith("LATIN") else "other"
+            letters[script] += 1
     return letters
 
 
