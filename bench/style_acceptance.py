@@ -1,28 +1,40 @@
 """Style acceptance: does fine-tuning make Gemma talk in the style of the data? Measured, not claimed.
 
 Runs the whole pipeline on the real Gemma 3 270M on the CPU (prepare -> finetune -> merge -> convert Q4_K_M), then
-generates greedy replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF, and
-counts the replies that carry a machine-checkable style marker. It also scores the held-out replies' perplexity
-with both GGUFs.
+generates greedy replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF and
+measures their style against the person's (ftg/style.py: the per-habit distances and the pass-as-yours classifier,
+trained on the person's training replies against the base model's replies to the same prompts). For a persona with a
+machine-checkable marker (the sailor) it also counts the replies that carry it. It scores the held-out replies'
+perplexity with both GGUFs.
 
 Run:
+    python bench/style_acceptance.py --persona texter            # writes the persona's synthetic dataset itself
     python bench/style_acceptance.py --dataset DIR --marker TEXT [--prompts FILE] [--me NAME]
 
-DIR holds exports in any supported format. FILE holds held-out prompts, one per line; without it the prompts are the
-eval split's last user turns. The last line printed is
-    tuned_marker=NN% base_marker=NN% ppl_base=X ppl_tuned=Y
-and the exit code is 0 only when the acceptance holds: tuned >= 80 %, base <= 5 %, perplexity down >= 30 %.
+--persona is sailor (the default: every reply starts "Ahoy!" and ends with "⚓"), texter (Russian, short lowercase
+bursts, "))", "ахах") or writer (English, long careful replies, no emoji, a sign-off): see bench/synthetic_exports.py.
+Without --dataset the persona's dataset is written to WORKDIR/dataset, and the held-out prompts and the person's
+replies to them are the generator's. With --dataset DIR (exports in any supported format), FILE holds held-out
+prompts, one per line; without it the prompts are the eval split's last user turns; the person's held-out replies
+are the eval split's last replies.
 
-A dataset to try it on: `python bench/synthetic_exports.py /tmp/styled 400` writes one whose learned voice ends
-every reply with "⚓" (use --marker ⚓ --me Sunny).
+The acceptance, and the last line printed:
+    with a marker      tuned >= 80 % carry it, base <= 5 %, perplexity down >= 30 %
+                       tuned_marker=NN% base_marker=NN% ppl_base=X ppl_tuned=Y
+    without a marker   tuned style distance <= 40 % of the base's, pass-as-yours tuned >= 60 %, base <= 10 %
+                       style_base=D style_tuned=D pass_tuned=NN% pass_base=NN% ppl_base=X ppl_tuned=Y
+The exit code is 0 only when it holds. The style table and WORKDIR/output/style_acceptance.json come with either.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -30,15 +42,20 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import pipeline  # noqa: E402  (the project's stage scripts live in scripts/)
 import prepare_conversation_data  # noqa: E402
 from download_model import build_demo_model  # noqa: E402
+from ftg import style  # noqa: E402
 from ftg.config import load_config  # noqa: E402
 from ftg.errors import UserError, run_main  # noqa: E402
 from ftg.gguf_make import ensure_base_gguf  # noqa: E402
 from ftg.gguf_run import generate_reply, open_gguf, reply_perplexity  # noqa: E402
-from ftg.paths import DEMO_MODEL_DIR, EVAL_FILE  # noqa: E402
-from ftg.training_data import reply_conversations  # noqa: E402
+from ftg.paths import DEMO_MODEL_DIR, EVAL_FILE, TRAIN_FILE  # noqa: E402
+from ftg.training_data import DataStats, iter_conversations, reply_conversations  # noqa: E402
+from synthetic_exports import PERSONA_NAMES, SAMPLE_SEED, SIGNATURE, persona_me, write_persona_dataset  # noqa: E402
 
 TUNED_MIN, BASE_MAX, PPL_DROP_MIN = 0.80, 0.05, 0.30
 """The acceptance: tuned replies carry the marker >= 80 %, base replies <= 5 %, held-out perplexity down >= 30 %."""
+DISTANCE_RATIO_MAX, PASS_TUNED_MIN, PASS_BASE_MAX = 0.40, 0.60, 0.10
+"""Without a marker (issue 14): tuned style distance <= 40 % of the base's; pass-as-yours tuned >= 60 %, base <= 10 %.
+"""
 
 
 def read_prompts(prompts_file: Path | None, eval_file: Path) -> list[str]:
@@ -52,21 +69,48 @@ def read_prompts(prompts_file: Path | None, eval_file: Path) -> list[str]:
     return prompts
 
 
-def marker_share(gguf: Path, prompts: list[str], marker: str, chat_cfg, max_tokens: int, label: str) -> float:
-    """Share of greedy single-turn replies that contain the marker."""
-    hits = 0
+def last_exchanges(path: Path, limit: int, exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """Up to `limit` (last user turn, reply) pairs of a data/*.jsonl file, in file order, one per distinct prompt and
+    none whose prompt is in `exclude` (the held-out prompts)."""
+    pairs, seen = [], set(exclude)
+    for messages in iter_conversations(path, DataStats()):
+        if len(pairs) >= limit:
+            break
+        if len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user":
+            prompt = messages[-2]["content"]
+            if prompt not in seen:
+                seen.add(prompt)
+                pairs.append((prompt, messages[-1]["content"]))
+    return pairs
+
+
+def greedy_replies(gguf: Path, prompts: list[str], chat_cfg, max_tokens: int, label: str) -> list[str]:
+    """Greedy single-turn replies of a GGUF to each prompt; the first three are printed."""
+    replies = []
     with open_gguf(gguf, chat_cfg.context_size, chat_cfg.n_gpu_layers) as model:
-        for number, prompt in enumerate(prompts):
-            reply = generate_reply(model, [{"role": "user", "content": prompt}], max_tokens, temperature=0.0)
-            hits += marker in reply
+        for number, prompt in enumerate(tqdm(prompts, desc=f"replies {label}", unit="reply")):
+            replies.append(generate_reply(model, [{"role": "user", "content": prompt}], max_tokens).strip())
             if number < 3:
-                print(f"  [{label}] {prompt[:60]!r} -> {reply[:120]!r}")
-    return hits / len(prompts)
+                tqdm.write(f"  [{label}] {prompt[:60]!r} -> {replies[-1][:120]!r}")
+    return replies
 
 
-def run(dataset: Path, marker: str, prompts_file: Path | None, me: list[str], workdir: Path, model: Path | None,
-        steps: int, learning_rate: float, reply_tokens: int) -> dict:
+def marker_share(replies: list[str], marker: str) -> float:
+    """Share of replies that contain the marker."""
+    return sum(marker in reply for reply in replies) / len(replies)
+
+
+def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Path | None, me: list[str],
+        workdir: Path, model: Path | None, steps: int, learning_rate: float, reply_tokens: int,
+        conversations: int = 400, train_replies: int = 120) -> dict:
     started = time.perf_counter()
+    held_out = None
+    if dataset is None:
+        dataset = workdir / "dataset"
+        held_out = write_persona_dataset(dataset, persona, conversations, seed=SAMPLE_SEED)
+        me = me or [persona_me(persona)]
+        print(f"Wrote {conversations} conversations of the {persona} persona to {dataset} "
+              f"({len(held_out)} held-out prompts).")
     model_dir = model or build_demo_model(ROOT / "models" / DEMO_MODEL_DIR)
     cfg = load_config(overrides={
         "paths": {"data_dir": workdir / "data", "output_dir": workdir / "output"},
@@ -80,29 +124,64 @@ def run(dataset: Path, marker: str, prompts_file: Path | None, me: list[str], wo
     tuned_gguf = pipeline.run(cfg)  # trains, merges, writes output/finetuned_gemma.gguf (Q4_K_M) with its checks
     base_gguf = ensure_base_gguf(cfg, model_dir)
 
-    prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
-    print(f"\nGenerating greedy replies to {len(prompts)} held-out prompts (marker {marker!r})...")
-    tuned = marker_share(tuned_gguf, prompts, marker, cfg.chat, reply_tokens, "tuned")
-    base = marker_share(base_gguf, prompts, marker, cfg.chat, reply_tokens, "base")
+    conversations_eval = reply_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
+    if held_out:
+        prompts, person = [p for p, _ in held_out], [r for _, r in held_out]
+    else:
+        prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
+        person = [conversation[-1]["content"] for conversation in conversations_eval]
+    print(f"\nGenerating greedy replies to {len(prompts)} held-out prompts...")
+    tuned = greedy_replies(tuned_gguf, prompts, cfg.chat, reply_tokens, "tuned")
+    base = greedy_replies(base_gguf, prompts, cfg.chat, reply_tokens, "base")
+    train = last_exchanges(cfg.paths.data_dir / TRAIN_FILE, train_replies, set(prompts))
+    base_train = greedy_replies(base_gguf, [p for p, _ in train], cfg.chat, reply_tokens, "base, training prompts") \
+        if train else []
+    figures = style.style_report(person, base, tuned, [r for _, r in train], base_train)
 
-    conversations = reply_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
-    ppl_base = reply_perplexity(base_gguf, conversations, n_gpu_layers=0, desc="perplexity base")["perplexity"]
-    ppl_tuned = reply_perplexity(tuned_gguf, conversations, n_gpu_layers=0, desc="perplexity tuned")["perplexity"]
-    return {"tuned_marker": tuned, "base_marker": base, "ppl_base": ppl_base, "ppl_tuned": ppl_tuned,
-            "prompts": len(prompts), "eval_conversations": len(conversations),
-            "seconds": time.perf_counter() - started}
+    ppl_base = reply_perplexity(base_gguf, conversations_eval, n_gpu_layers=0,
+                                       desc="perplexity base")["perplexity"]
+    ppl_tuned = reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
+                                        desc="perplexity tuned")["perplexity"]
+    result = {"persona": persona, "marker": marker, "prompts": len(prompts),
+              "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
+              "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
+                          for p, r, b, t in list(zip(prompts, person, base, tuned))[:10]]}
+    if marker:
+        result.update(tuned_marker=marker_share(tuned, marker), base_marker=marker_share(base, marker))
+    result["seconds"] = time.perf_counter() - started
+    (cfg.paths.output_dir / "style_acceptance.json").write_text(json.dumps(result, ensure_ascii=False, indent=1),
+                                                                 encoding="utf-8")
+    return result
 
 
 def accepted(result: dict) -> bool:
-    return (result["tuned_marker"] >= TUNED_MIN and result["base_marker"] <= BASE_MAX
-            and result["ppl_tuned"] <= (1 - PPL_DROP_MIN) * result["ppl_base"])
+    if result.get("marker"):
+        return (result["tuned_marker"] >= TUNED_MIN and result["base_marker"] <= BASE_MAX
+                and result["ppl_tuned"] <= (1 - PPL_DROP_MIN) * result["ppl_base"])
+    distance, passes = result["style"]["distance"], result["style"]["pass_as_yours"]
+    return (passes is not None and distance["tuned"] <= DISTANCE_RATIO_MAX * distance["base"]
+            and passes["tuned"] >= PASS_TUNED_MIN and passes["base"] <= PASS_BASE_MAX)
+
+
+def summary_line(result: dict) -> str:
+    """The last line printed, for scripts and tests."""
+    ppl = f"ppl_base={result['ppl_base']:.2f} ppl_tuned={result['ppl_tuned']:.2f}"
+    if result.get("marker"):
+        return f"tuned_marker={result['tuned_marker']:.0%} base_marker={result['base_marker']:.0%} {ppl}"
+    distance, passes = result["style"]["distance"], result["style"]["pass_as_yours"] or {}
+    shares = " ".join(f"pass_{side}={passes[side]:.0%}" if passes.get(side) is not None else f"pass_{side}=-"
+                      for side in ("tuned", "base"))
+    return f"style_base={distance['base']:.2f} style_tuned={distance['tuned']:.2f} {shares} {ppl}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, required=True, help="folder with chat exports")
-    parser.add_argument("--marker", required=True, help="text that every reply in the learned style carries")
-    parser.add_argument("--prompts", type=Path, help="held-out prompts, one per line")
+    parser.add_argument("--persona", choices=PERSONA_NAMES, default="sailor",
+                        help="the synthetic voice to learn when no --dataset is given (default: sailor)")
+    parser.add_argument("--dataset", type=Path, help="folder with chat exports (default: write the persona's)")
+    parser.add_argument("--marker", help="text that every reply in the learned style carries (default: ⚓ for the "
+                                         "sailor, none for the other personas)")
+    parser.add_argument("--prompts", type=Path, help="held-out prompts, one per line (with --dataset)")
     parser.add_argument("--me", action="append", default=[], help="messenger exports: the learned voice's name/id")
     parser.add_argument("--workdir", type=Path, default=ROOT / "output" / "style_acceptance",
                         help="where this run's data/ and output/ go (default: output/style_acceptance)")
@@ -112,17 +191,24 @@ def main(argv: list[str] | None = None) -> int:
     # onto that grid when the tuned model is quantized to Q4_K_M again (scripts/run_demo.py: DEMO_SETTINGS).
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate of the fine-tune")
     parser.add_argument("--reply-tokens", type=int, default=96, help="longest generated reply, in tokens")
+    parser.add_argument("--conversations", type=int, default=400, help="conversations of the persona's dataset")
+    parser.add_argument("--train-replies", type=int, default=120,
+                        help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
     args = parser.parse_args(argv)
+    marker = args.marker if args.marker is not None else (SIGNATURE if args.persona == "sailor" else None)
 
     def body() -> int:
-        result = run(args.dataset.resolve(), args.marker, args.prompts, args.me, args.workdir.resolve(),
-                     args.model, args.steps, args.learning_rate, args.reply_tokens)
+        result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts, args.me,
+                     args.workdir.resolve(), args.model, args.steps, args.learning_rate, args.reply_tokens,
+                     args.conversations, args.train_replies)
+        print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         verdict = "ACCEPTED" if accepted(result) else "NOT ACCEPTED"
+        needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}" if marker
+                 else f"tuned distance <= {DISTANCE_RATIO_MAX:.0%} of the base's, pass-as-yours tuned >= "
+                      f"{PASS_TUNED_MIN:.0%}, base <= {PASS_BASE_MAX:.0%}")
         print(f"\n{verdict}: {result['prompts']} prompts, {result['eval_conversations']} eval conversations, "
-              f"{result['seconds'] / 60:.1f} min. Needs tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, "
-              f"perplexity down >= {PPL_DROP_MIN:.0%}.")
-        print(f"tuned_marker={result['tuned_marker']:.0%} base_marker={result['base_marker']:.0%} "
-              f"ppl_base={result['ppl_base']:.2f} ppl_tuned={result['ppl_tuned']:.2f}")
+              f"{result['seconds'] / 60:.1f} min. Needs {needs}.")
+        print(summary_line(result))
         return 0 if accepted(result) else 1
 
     return run_main(body)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -207,14 +208,27 @@ def _iso(when: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
 
 
-def write_telegram(path: Path, conversations, per_chat: int = 60, start: int = 1_700_000_000) -> int:
+def message_parts(reply) -> list[str]:
+    """A reply is one message (a string) or a burst of messages sent one after another (a list of strings)."""
+    return [reply] if isinstance(reply, str) else list(reply)
+
+
+def imported_text(reply) -> str:
+    """The reply as prepare_dataset will see it: the importer merges a burst into one turn, a line per message."""
+    return "\n".join(message_parts(reply))
+
+
+def write_telegram(path: Path, conversations, per_chat: int = 60, start: int = 1_700_000_000,
+                   me: str = ME_NAME) -> int:
     """A Telegram Desktop full export (result.json) holding the conversations, `per_chat` of them in each personal
-    chat with a friend; the learned voice is ME_NAME. Streams; returns the number of messages written."""
+    chat with a friend; the learned voice is `me`, and a burst reply is several messages, 5 s apart. Streams; returns
+    the number of messages written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     written, chat_number, in_chat = 0, -1, per_chat
+    owner = json.dumps({"user_id": int(ME_ID[4:]), "first_name": me}, ensure_ascii=False)
     with path.open("w", encoding="utf-8", newline="\n") as out:
         out.write('{\n "about": "Synthetic export made by bench/synthetic_exports.py",\n'
-                  f' "personal_information": {{"user_id": {ME_ID[4:]}, "first_name": "{ME_NAME}"}},\n'
+                  f' "personal_information": {owner},\n'
                   ' "chats": {"about": "", "list": [\n')
         when = start
         for conversation in conversations:
@@ -227,9 +241,10 @@ def write_telegram(path: Path, conversations, per_chat: int = 60, start: int = 1
             in_chat += 1
             when += SESSION_GAP_S
             for prompt, reply in conversation:
-                for sender, sender_id, text in ((friend, friend_id, prompt), (ME_NAME, ME_ID, reply)):
+                for number, (sender, sender_id, text) in enumerate(
+                        [(friend, friend_id, prompt)] + [(me, ME_ID, part) for part in message_parts(reply)]):
                     message_id += 1
-                    when += 60
+                    when += 60 if number < 2 else 5
                     out.write(("" if message_id == 1 else ",\n") + _telegram_message(message_id, when, sender,
                                                                                       sender_id, text))
                     written += 1
@@ -242,7 +257,7 @@ def _chatgpt_conversation(number: int, conversation, when: int, branch: bool) ->
     mapping = {"root": {"id": "root", "message": None, "parent": None, "children": []}}
     parent = "root"
     for turn, (prompt, reply) in enumerate(conversation):
-        for role, text in (("user", prompt), ("assistant", reply)):
+        for role, text in (("user", prompt), ("assistant", imported_text(reply))):
             node = f"n{turn}{role[0]}"
             mapping[parent]["children"].append(node)
             mapping[node] = {"id": node, "parent": parent, "children": [], "message": {
@@ -461,9 +476,185 @@ def write_vk_export(folder: Path, n_messages: int, seed: int = 0, per_chat: int 
     if items:
         flush(100 + chat, items)
     return written
+# ---------------------------------------------------------------------------------------------------------------
+# Personas: a voice that is a combination of habits, none of them constant (for ftg/style.py and the style bench)
+#
+#   texter (Лера)    Russian, short lowercase bursts sent as separate messages, no final full stop, "))" instead of
+#                    an emoji, "ахах", English words slipping in.  Telegram + WhatsApp.
+#   writer (Arthur)  English, long careful replies in paragraphs, full stops, never an emoji, usually the same
+#                    sign-off.  Telegram + WhatsApp.
+# Each habit is drawn per reply with its own probability, so a reply may lack any one of them.
+
+TEXTER_EXTRA_RU = [
+    ("Ты где?", "Уже еду, буду минут через десять."),
+    ("Видела новый сериал?", "Да, посмотрела две серии за вечер. Очень затягивает."),
+    ("Что подарить маме?", "Подари ей хороший плед и билеты в театр."),
+    ("Как прошло собеседование?", "Вроде нормально. Обещали ответить на следующей неделе."),
+    ("Пойдёшь на день рождения к Оле?", "Конечно пойду! Только опоздаю немного после работы."),
+    ("Я заболел", "Ох, выздоравливай! Пей побольше чая с лимоном."),
+    ("Скинь фотки с поездки", "Сейчас скину, их там очень много."),
+    ("Что на ужин?", "Думаю сделать пасту, больше ничего нет в холодильнике."),
+    ("Ты уже сдала отчёт?", "Почти, осталось только проверить цифры."),
+    ("Смотри какой котик", "Какой милый! Хочу такого же."),
+    ("Погода ужас", "Согласна, весь день сижу дома под пледом."),
+    ("Когда отпуск?", "В августе, поедем к морю на две недели."),
+    ("Ты спишь?", "Нет ещё, читаю книжку."),
+    ("Как тебе новая работа?", "Пока нравится, коллеги классные. Но задач очень много."),
+    ("Давай созвонимся вечером", "Давай, после восьми я свободна."),
+    ("Я опять проспал", "Бывает! Поставь два будильника."),
+]
+TEXTER_ENGLISH = {"выходные": "weekend", "выходных": "weekend", "работы": "work", "работе": "work",
+                  "встреча": "meeting", "отлично": "nice", "здорово": "cool", "спасибо": "thanks", "удачи": "good luck",
+                  "конечно": "of course", "классные": "cool", "нормально": "ok", "отчёт": "report", "сериал": "series"}
+TEXTER_FILLERS = ["кстати", "короче", "слушай", "ну", "anyway", "btw", "честно"]
+TEXTER_LAUGHS = ["ахах", "ахахах", "ахах да", "хахах", "ахах ну"]
+
+
+def _english_slip(rng: random.Random, word: str) -> str:
+    """Half the time, a word the texter knows in English is written in English (its punctuation kept)."""
+    core = word.rstrip(",.!?:;")
+    english = TEXTER_ENGLISH.get(core.lower())
+    return english + word[len(core):] if english and rng.random() < 0.5 else word
+
+
+def texter_reply(rng: random.Random, plain: str) -> list[str] | str:
+    """The texter's version of a plain Russian reply: a burst of 1-3 short lowercase messages, usually."""
+    pieces = [p for p in re.split(r"(?<=[.!?:;])\s+|,\s+(?=(?:а|но|и|только|больше) )", plain) if p]
+    messages = []
+    for piece in pieces:
+        piece = " ".join(_english_slip(rng, word) for word in piece.split())
+        if piece.endswith("!"):
+            piece = piece.rstrip("!") + rng.choice(["))", ")", "!", ")))"])
+        elif piece[-1] in ".:;,":
+            piece = piece[:-1] if rng.random() < 0.95 else piece
+        if rng.random() < 0.85:
+            piece = piece[0].lower() + piece[1:]
+        messages.append(piece)
+    if rng.random() < 0.3:
+        messages.insert(0, rng.choice(TEXTER_LAUGHS))
+    elif rng.random() < 0.2:
+        messages[0] = f"{rng.choice(TEXTER_FILLERS)} {messages[0]}"
+    if not messages[-1].endswith(")") and rng.random() < 0.35:
+        messages[-1] += rng.choice(["))", ")"])
+    if rng.random() < 0.25:  # sometimes one message after all
+        return " ".join(messages)
+    return messages
+
+
+WRITER_OPENERS = ["Hello,", "Hi,", "Dear friend,", "Good question.", "Thank you for asking.", "", "", ""]
+WRITER_MORE = [
+    "In my experience, the first attempt is rarely perfect, and that is perfectly fine.",
+    "It is worth taking a little time over it rather than rushing.",
+    "I would start with the simplest option and only then see whether anything more is needed.",
+    "Most people find that it gets much easier after the second or third time.",
+    "If you would like, I can write down the details for you later this week.",
+    "There is no single right answer, of course, but this has always worked well for me.",
+    "I have made every mistake there is with this, so I speak from some experience.",
+    "It also helps to keep a few notes, so that next time you know exactly what to change.",
+    "Please do not worry too much about the details at the beginning.",
+    "A friend of mine swears by a slightly different approach, but I prefer this one.",
+]
+WRITER_CLOSINGS = ["I hope this helps.", "Do let me know how it goes.", "Please write again if anything is unclear.",
+                   "Good luck with it."]
+WRITER_SIGN_OFF = "All the best,\nArthur"
+
+
+def writer_reply(rng: random.Random, plain: str) -> str:
+    """The writer's version of a plain English reply: an opener, the answer with two or three careful sentences
+    more, often a closing line, and usually the same sign-off; one message of several lines."""
+    answer = plain.replace("!", ".")
+    answer = answer[0].upper() + answer[1:]
+    body = " ".join([answer] + rng.sample(WRITER_MORE, rng.randint(2, 3)))
+    opener = rng.choice(WRITER_OPENERS)
+    paragraphs = ([opener] if opener.endswith(",") else []) + [body if opener.endswith(",") else
+                                                               f"{opener} {body}".strip()]
+    if rng.random() < 0.6:
+        paragraphs.append(rng.choice(WRITER_CLOSINGS))
+    if rng.random() < 0.85:
+        paragraphs.append(WRITER_SIGN_OFF)
+    return "\n\n".join(paragraphs)
+
+
+PERSONAS = {
+    # name: (the learned voice's name in the exports, the prompts' language, the reply in its voice, extra content)
+    "texter": ("Лера", "ru", texter_reply, TEXTER_EXTRA_RU),
+    "writer": ("Arthur", "en", writer_reply, []),
+}
+"""The realistic personas; "sailor" (write_styled_dataset) is the constant-marker one."""
+PERSONA_NAMES = ("sailor", *PERSONAS)
+
+
+def persona_me(persona: str) -> str:
+    """The name to pass as --me when preparing a persona's exports."""
+    return ME_NAME if persona == "sailor" else PERSONAS[persona][0]
+
+
+def write_whatsapp(path: Path, conversations, me: str, friend: str, start: int = 1_700_000_000) -> int:
+    """A WhatsApp "Export chat" .txt (Russian phone: dd.mm.yy, 24-hour clock) of one personal chat; a burst reply
+    is several messages a minute apart, and a multi-line message carries its lines under one header. Returns the
+    number of messages written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written, when = 0, start
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for conversation in conversations:
+            when += SESSION_GAP_S
+            for prompt, reply in conversation:
+                for sender, text in [(friend, prompt)] + [(me, part) for part in message_parts(reply)]:
+                    when += 60
+                    out.write(f"{_whatsapp_stamp(when)} - {sender}: {text}\n")
+                    written += 1
+    return written
+
+
+def _whatsapp_stamp(when: int) -> str:
+    import time
+
+    return time.strftime("%d.%m.%y, %H:%M", time.gmtime(when))
+
+
+def write_persona_dataset(folder: Path, persona: str, n_conversations: int, seed: int = 0,
+                          held_out: float = 0.15) -> list[tuple[str, str]]:
+    """Write n_conversations of `persona` and return the held-out (prompt, reply) pairs: a `held_out` share of the
+    distinct prompts, which appear in none of the written files, each with the persona's reply as the importer
+    would see it (so a bench knows the person's real held-out replies).
+
+    "sailor" is write_styled_dataset (Telegram + ChatGPT). "texter" and "writer" write folder/telegram/result.json
+    and folder/whatsapp/WhatsApp Chat with <friend>.txt; prepare them with --me persona_me(persona).
+    """
+    folder = Path(folder)
+    if persona == "sailor":
+        held = write_styled_dataset(folder, n_conversations, seed=seed, held_out=held_out)
+        replies = {prompt: styled(options[0], lang) for prompt, options, lang in content_pool()}
+        return [(prompt, replies[prompt]) for prompt in held]
+    if persona not in PERSONAS:
+        raise ValueError(f"unknown persona {persona!r}; use one of {', '.join(PERSONA_NAMES)}")
+    me, lang, make_reply, extra = PERSONAS[persona]
+    rng = random.Random(seed)
+    pool = [(prompt, replies) for prompt, replies, item_lang in content_pool() if item_lang == lang]
+    pool += [(prompt, [reply]) for prompt, reply in extra]
+    rng.shuffle(pool)
+    cut = max(1, int(len(pool) * held_out))
+    kept, held = pool[cut:], pool[:cut]
+
+    def conversations(n):
+        for _ in range(n):
+            yield [(prompt, make_reply(rng, rng.choice(replies)))
+                   for prompt, replies in rng.sample(kept, rng.randint(1, min(3, len(kept))))]
+
+    telegram_n = (n_conversations + 1) // 2
+    write_telegram(folder / "telegram" / "result.json", conversations(telegram_n), me=me)
+    friend = FRIENDS[seed % len(FRIENDS)]
+    write_whatsapp(folder / "whatsapp" / f"WhatsApp Chat with {friend}.txt",
+                   conversations(n_conversations - telegram_n), me, friend)
+    return [(prompt, imported_text(make_reply(rng, rng.choice(replies)))) for prompt, replies in held]
 
 
 if __name__ == "__main__":
     target, count = Path(sys.argv[1]), int(sys.argv[2])
-    held = write_styled_dataset(target, count, seed=SAMPLE_SEED)
-    print(f"Wrote {count} conversations to {target}; {len(held)} held-out prompts, e.g. {held[:3]}")
+    if len(sys.argv) > 3:
+        pairs = write_persona_dataset(target, sys.argv[3], count, seed=SAMPLE_SEED)
+        print(f"Wrote {count} conversations of {sys.argv[3]} to {target} (prepare with --me "
+              f"{persona_me(sys.argv[3])}); {len(pairs)} held-out prompts, e.g. {pairs[:2]}")
+    else:
+        held = write_styled_dataset(target, count, seed=SAMPLE_SEED)
+        print(f"Wrote {count} conversations to {target}; {len(held)} held-out prompts, e.g. {held[:3]}")
