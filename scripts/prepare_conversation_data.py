@@ -566,11 +566,8 @@ def export_owner(sources: list[tuple[Source, str]]) -> list[tuple[str, str, str]
     return [(fmt, *sorted(found)[0]) for fmt, found in owners.items()]
 
 
-def run(cfg) -> Path:
-    """Read every export under the input folder and write train/eval .jsonl files; returns the output folder."""
-    data = cfg.data
-    input_dir = Path(data.input).expanduser().resolve() if data.input else cfg.paths.dataset_dir
-    output_dir = Path(data.output).expanduser().resolve() if data.output else cfg.paths.data_dir
+def check_settings(data) -> None:
+    """Refuse settings that cannot work, before any file is read."""
     if data.format != "auto" and data.format not in PARSERS:
         raise UserError(f"unknown --format '{data.format}'. Use auto or one of: {', '.join(PARSERS)}.")
     if data.mode not in ("instruct", "conversational"):
@@ -579,18 +576,16 @@ def run(cfg) -> Path:
         raise UserError(f"eval_fraction must be from 0 to below 1, got {data.eval_fraction}.")
     if data.max_example_tokens < 16:
         raise UserError(f"max_example_tokens must be at least 16, got {data.max_example_tokens}.")
-    if not input_dir.exists():
-        raise UserError(f"{input_dir} does not exist. Put your chat exports there, or pass --input FOLDER.")
-    print("Settings:\n" + describe(cfg, ["data"]))
-    print(f"Reading {input_dir}")
 
-    totals = Totals()
+
+def usable_sources(input_dir: Path, output_dir: Path, fmt_setting: str) -> tuple[list[tuple[Source, str]], list, int]:
+    """(source, format) of every chat export found, the files that failed, and how many other files were passed over."""
     failed: list[dict] = []
     sources, ignored = find_sources(input_dir, failed, output_dir)
     usable: list[tuple[Source, str]] = []
     for source in sources:
         try:
-            usable.append((source, detect_format(source, "" if data.format == "auto" else data.format)))
+            usable.append((source, detect_format(source, "" if fmt_setting == "auto" else fmt_setting)))
         except (FormatError, OSError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
             failed.append({"file": source.name, "problem": str(exc)})
     for problem in failed:
@@ -602,6 +597,12 @@ def run(cfg) -> Path:
             f"no chat export found in {input_dir} ({len(sources)} candidate files, {ignored} other files). "
             "Put your exports there (ChatGPT/Claude zip, Telegram result.json, WhatsApp .txt, ...) or pass --input."
         )
+    return usable, failed, ignored
+
+
+def whose_voice(data, usable: list[tuple[Source, str]]) -> set[str]:
+    """The names and ids (casefolded) whose messages are the replies to learn: --me, else the export's owner; without
+    either, messenger exports stop with the participants table."""
     me = {name.casefold() for name in data.me if name.strip()}
     messenger_sources = [(s, f) for s, f in usable if f in MESSENGER_FORMATS]
     if messenger_sources and not me:
@@ -620,10 +621,26 @@ def run(cfg) -> Path:
             f"Participants:\n{table}\n"
             "Set it with --me NAME (repeat it for several names or ids), or in config.yaml: data.me: [\"NAME\"]."
         )
+    return me
+
+
+def run(cfg) -> Path:
+    """Read every export under the input folder and write train/eval .jsonl files; returns the output folder."""
+    data = cfg.data
+    input_dir = Path(data.input).expanduser().resolve() if data.input else cfg.paths.dataset_dir
+    output_dir = Path(data.output).expanduser().resolve() if data.output else cfg.paths.data_dir
+    check_settings(data)
+    if not input_dir.exists():
+        raise UserError(f"{input_dir} does not exist. Put your chat exports there, or pass --input FOLDER.")
+    print("Settings:\n" + describe(cfg, ["data"]))
+    print(f"Reading {input_dir}")
+    usable, failed, ignored = usable_sources(input_dir, output_dir, data.format)
+    me = whose_voice(data, usable)
 
     lengths, measured_with = load_lengths(cfg)
     print(f"Lengths: {measured_with}")
     output_dir.mkdir(parents=True, exist_ok=True)
+    totals = Totals()
     writer = Writer(output_dir, cfg, lengths, totals)
     gap = data.session_gap_hours * 3600
     try:
