@@ -7,8 +7,15 @@ Reads (each part is optional; a missing one becomes a note that names the step t
     output/finetuned_gemma.gguf                      convert_to_gguf: the tuned model
     the base model folder                            converted once to output/base_model.gguf (ftg/gguf_make.py)
     output/gguf_report.json                          convert_to_gguf: the GGUF check figures
+    data/train_dataset.jsonl                         prepare_dataset: prompts for the "pass as yours?" classifier
 Writes:  output/report.html, self-contained: the charts are PNGs inside the file (data URIs), there is no external
          CSS or script, so it opens offline and can be mailed as one file.
+         output/report.json, the same figures for scripts.
+
+The page leads with the verdict in plain words ("Your replies average 9 words, the base model's 54, the tuned
+model's 11."), then the style fingerprint of your real held-out replies, the base model's and the tuned model's
+(ftg/style.py: lengths, lines, emoji, endings, lowercase starts, script, markdown, openers and closers), with a
+distance per habit and overall, and the share of replies that an authorship classifier takes for yours.
 
 Perplexity is computed by llama.cpp on the two GGUFs (base and tuned, the same quant type) over the last reply of
 each held-out conversation: exp(mean negative log-likelihood per token of the reply and its <end_of_turn>); the
@@ -34,11 +41,12 @@ from pathlib import Path
 
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
-from ftg.files import write_text_atomic
+from ftg import style
+from ftg.files import write_json, write_text_atomic
 from ftg.gguf_make import ensure_base_gguf
 from ftg.gguf_run import missing_gguf_hint, reply_perplexity, sample_replies
 from ftg.paths import (EVAL_FILE, GGUF_REPORT, LENGTHS_PLOT, LOSS_PLOT, MAIN_GGUF, PREPARE_REPORT, REPORT_HTML,
-                       TENSORBOARD_DIR)
+                       REPORT_JSON, TENSORBOARD_DIR, TRAIN_FILE)
 from ftg.runs import find_run, read_run
 from ftg.training_data import reply_conversations
 
@@ -204,45 +212,53 @@ def training_section(cfg, run_name: str) -> str:
     return "".join(parts)
 
 
-def style_section(cfg) -> tuple[str, str]:
-    """The perplexity table and the side-by-side replies; returns (html, one-line summary for the top)."""
+def model_replies(cfg) -> dict:
+    """Everything the style section shows, computed by llama.cpp on the GGUFs (base and tuned, the same quant type):
+    {"conversations": held-out answered, "perplexity": {model: figures}, "replies": {model: [reply, ...]},
+     "train": training conversations for the classifier, "base_train": the base's replies to them,
+     "base_problem": why the base could not be compared, or ""}."""
     chat_cfg = cfg.chat
+    answered_count = max(chat_cfg.report_style_replies, chat_cfg.report_samples)
     conversations = reply_conversations(cfg.paths.data_dir / EVAL_FILE,
-                                        max(chat_cfg.report_eval_examples, chat_cfg.report_samples))
+                                        max(chat_cfg.report_eval_examples, answered_count))
     tuned = cfg.paths.output_dir / MAIN_GGUF
     if not tuned.exists():
         raise UserError(f"{tuned} is missing. {missing_gguf_hint(cfg.paths.output_dir)}")
-    scored = conversations[: chat_cfg.report_eval_examples]
-    shown = conversations[: chat_cfg.report_samples]
+    scored, answered = conversations[: chat_cfg.report_eval_examples], conversations[:answered_count]
     # The tuned file first: converting the base is wasted when the tuned file is broken.
-    models = {"tuned": tuned}
-    figures = {"tuned": reply_perplexity(tuned, scored, chat_cfg.n_gpu_layers, "perplexity tuned")}
-    replies = {"tuned": sample_replies(tuned, shown, chat_cfg, "replies tuned")}
-    base_problem = ""
+    found = {"conversations": answered, "perplexity": {}, "replies": {}, "train": [], "base_train": [],
+             "base_problem": ""}
+    found["perplexity"]["tuned"] = reply_perplexity(tuned, scored, chat_cfg.n_gpu_layers, "perplexity tuned")
+    found["replies"]["tuned"] = sample_replies(tuned, answered, chat_cfg, "replies tuned")
     try:
-        models["base"] = ensure_base_gguf(cfg)
+        base = ensure_base_gguf(cfg)
     except UserError as exc:
-        base_problem = f"The base model could not be compared: {exc}"
-    if "base" in models:
-        figures["base"] = reply_perplexity(models["base"], scored, chat_cfg.n_gpu_layers, "perplexity base")
-        replies["base"] = sample_replies(models["base"], shown, chat_cfg, "replies base")
+        found["base_problem"] = f"The base model could not be compared: {exc}"
+        return found
+    found["perplexity"]["base"] = reply_perplexity(base, scored, chat_cfg.n_gpu_layers, "perplexity base")
+    found["replies"]["base"] = sample_replies(base, answered, chat_cfg, "replies base")
+    train_file = cfg.paths.data_dir / TRAIN_FILE
+    if chat_cfg.report_classifier_prompts > 0 and train_file.exists():
+        found["train"] = reply_conversations(train_file, chat_cfg.report_classifier_prompts)
+        found["base_train"] = sample_replies(base, found["train"], chat_cfg, "replies base, training prompts")
+    return found
 
-    parts = [missing(base_problem)] if base_problem else []
-    rows = [[name, models[name].name, f"{figures[name]['perplexity']:.2f}", f"{figures[name]['mean_nll']:.4f}",
+
+def perplexity_html(figures: dict) -> tuple[str, str]:
+    """The perplexity table and chart; (html, one-line summary)."""
+    rows = [[name, f"{figures[name]['perplexity']:.2f}", f"{figures[name]['mean_nll']:.4f}",
              f"{figures[name]['perplexity_with_stop']:.2f}", figures[name]["tokens"]]
             for name in ("base", "tuned") if name in figures]
-    parts.append(f"<p>On the last reply of {figures['tuned']['conversations']} held-out conversations, computed by "
-                 "llama.cpp on the GGUF files; lower is better. The last column also scores the &lt;end_of_turn&gt; "
-                 "that ends each reply, which a base model finds very unlikely.</p>")
-    parts.append(table(["model", "file", "perplexity", "nats per token", "with <end_of_turn>", "reply tokens"], rows,
-                       {2, 3, 4, 5}))
+    parts = [f"<p>Perplexity on the last reply of {figures['tuned']['conversations']} held-out conversations, computed "
+             "by llama.cpp on the GGUF files; lower is better. The last column also scores the end-of-turn token "
+             "that ends each reply, which a base model finds very unlikely.</p>",
+             table(["model", "perplexity", "nats per token", "with end of turn", "reply tokens"], rows, {1, 2, 3, 4})]
     summary = f"tuned perplexity {figures['tuned']['perplexity']:.2f}"
     if "base" in figures:
         change = figures["tuned"]["perplexity"] / figures["base"]["perplexity"] - 1
-        verdict = "good" if change < 0 else "bad"
         summary = (f"perplexity on held-out replies: base {figures['base']['perplexity']:.2f} → tuned "
                    f"{figures['tuned']['perplexity']:.2f} ({change:+.0%})")
-        parts.append(f'<p class="{verdict}">{esc(summary)}</p>')
+        parts.append(f'<p class="{"good" if change < 0 else "bad"}">{esc(summary)}</p>')
 
         def draw(axes):
             axes.bar(["base", "tuned"], [figures["base"]["perplexity"], figures["tuned"]["perplexity"]],
@@ -250,9 +266,12 @@ def style_section(cfg) -> tuple[str, str]:
             axes.set_ylabel("perplexity on held-out replies")
 
         parts.append(f'<img alt="perplexity" style="max-width: 500px" src="{png_data_uri(figure_png(draw))}">')
+    return "".join(parts), summary
 
-    parts.append(f"<h3>{len(shown)} held-out conversations</h3><p class=\"small\">Greedy replies, at most "
-                 f"{chat_cfg.report_reply_tokens} tokens; neither model saw these conversations in training.</p>")
+
+def replies_html(shown: list[list[dict]], replies: dict, reply_tokens: int) -> str:
+    parts = [f"<h3>{len(shown)} held-out conversations</h3><p class=\"small\">Greedy replies, at most {reply_tokens} "
+             "tokens; neither model saw these conversations in training.</p>"]
     header = "<tr><th>conversation</th><th>real reply</th><th>base model</th><th>fine-tuned</th></tr>"
     rows = []
     for number, messages in enumerate(shown):
@@ -262,7 +281,28 @@ def style_section(cfg) -> tuple[str, str]:
         cells = [messages[-1]["content"], base_reply, replies["tuned"][number]]
         rows.append(f"<tr><td>{context}</td>" + "".join(f'<td class="text">{esc(c)}</td>' for c in cells) + "</tr>")
     parts.append(f'<table class="replies">{header}{"".join(rows)}</table>')
-    return "".join(parts), summary
+    return "".join(parts)
+
+
+def style_section(cfg) -> tuple[str, str, dict]:
+    """The verdict, the style fingerprint, the perplexity and the side-by-side replies; returns (html, the verdict
+    for the top of the page, the figures for report.json)."""
+    found = model_replies(cfg)
+    replies, conversations = found["replies"], found["conversations"]
+    parts = [missing(found["base_problem"])] if found["base_problem"] else []
+    figures = {"perplexity": found["perplexity"]}
+    verdict = ""
+    if "base" in replies:
+        fingerprint = style.style_report(
+            [m[-1]["content"] for m in conversations], replies["base"], replies["tuned"],
+            [m[-1]["content"] for m in found["train"]], found["base_train"])
+        figures["style"] = fingerprint
+        verdict = fingerprint["verdict"]
+        parts.append(style.style_html(fingerprint, style.habit_chart_png(fingerprint)))
+    perplexity, summary = perplexity_html(found["perplexity"])
+    parts.append(perplexity)
+    parts.append(replies_html(conversations[: cfg.chat.report_samples], replies, cfg.chat.report_reply_tokens))
+    return "".join(parts), verdict or summary, figures
 
 
 def gguf_section(cfg) -> str:
@@ -304,7 +344,7 @@ def gguf_section(cfg) -> str:
 def run(cfg, run_name: str = "") -> Path:
     """Build output/report.html from whatever the earlier stages left; returns its path."""
     started = time.time()
-    summary = ""
+    summary, figures = "", {}
     sections = []
 
     def add(title: str, build) -> None:
@@ -314,12 +354,12 @@ def run(cfg, run_name: str = "") -> Path:
             body = missing(str(exc))
         sections.append(f"<h2>{esc(title)}</h2>{body}")
 
-    def style() -> str:
-        nonlocal summary
-        body, summary = style_section(cfg)
+    def style_part() -> str:
+        nonlocal summary, figures
+        body, summary, figures = style_section(cfg)
         return body
 
-    add("Style: base model against fine-tuned", style)
+    add("Style: base model against fine-tuned", style_part)
     add("Training", lambda: training_section(cfg, run_name))
     add("Data", lambda: data_section(cfg))
     add("GGUF check", lambda: gguf_section(cfg))
@@ -333,6 +373,7 @@ def run(cfg, run_name: str = "") -> Path:
     target = cfg.paths.output_dir / REPORT_HTML
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, page)
+    write_json(target.with_name(REPORT_JSON), {"created": created, "summary": summary, **figures})
     print(f"Report written in {time.time() - started:.0f} s" + (f": {summary}" if summary else ""))
     return target
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
@@ -67,8 +70,12 @@ class PageCheck(HTMLParser):
         self.scripts += tag == "script"
 
 
-def test_report_shows_every_part_in_one_offline_page(demo_gguf, demo_model_dir, project_copy):  # noqa: F811
-    data_dir, output_dir = project_copy / "data", project_copy / "output"
+@pytest.fixture(scope="module")
+def made_report(demo_gguf, demo_model_dir, tmp_path_factory):  # noqa: F811
+    """output/report.html made by report.main from every input a real run leaves (the demo GGUF as both models)."""
+    project = tmp_path_factory.mktemp("report") / "отчёт с пробелом"
+    data_dir, output_dir = project / "data", project / "output"
+    data_dir.mkdir(parents=True)
     write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
     (data_dir / "prepare_report.json").write_text(json.dumps({
         "input": "dataset", "mode": "instruct", "files_read": 2, "files_failed": [{"file": "bad<1>.json",
@@ -92,14 +99,28 @@ def test_report_shows_every_part_in_one_offline_page(demo_gguf, demo_model_dir, 
                              str(demo_model_dir), "--report-samples", "2", "--report-reply-tokens", "8",
                              "--report-eval-examples", "3"])
     assert exit_code == 0
+    return output_dir / "report.html"
+
+
+def test_report_shows_every_part_in_one_offline_page(made_report):
+    output_dir = made_report.parent
     page = (output_dir / "report.html").read_text(encoding="utf-8")
     check = PageCheck()
     check.feed(page)
     assert check.external == [] and check.scripts == 0
-    assert check.images == 2  # the loss curves and the perplexity bars
+    assert check.images == 3  # the style habits, the perplexity bars and the loss curves
     # Every text from the data is escaped: the <script> in a real reply shows as text.
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page and "<b>thanks" not in page
     assert "Fine &lt;b&gt;thanks&lt;/b&gt;" in page
+    # The verdict leads the page, in plain words, before any table.
+    verdict = re.search(r"<p><b>(Your replies average \d+ words, the base model's \d+, the tuned model's \d+\..*?)</b></p>",
+                        page)
+    assert verdict and page.index(verdict.group(0)) < page.index("<table")
+    figures = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
+    assert figures["summary"] == html.unescape(verdict.group(1)) == figures["style"]["verdict"]
+    # Base and tuned are the same file here: the same replies, so the same distance to the person's.
+    assert figures["style"]["distance"]["base"] == figures["style"]["distance"]["tuned"] > 0
+    assert figures["perplexity"]["base"] == figures["perplexity"]["tuned"]
     for heading in ("Style: base model against fine-tuned", "Training", "Data", "GGUF check"):
         assert f"<h2>{heading}</h2>" in page
     assert 'class="missing"' not in page
@@ -110,6 +131,44 @@ def test_report_shows_every_part_in_one_offline_page(demo_gguf, demo_model_dir, 
     assert 1 < float(match.group(1)) < 1e6
     assert "99.9%" in page and "telegram 1, chatgpt 1" in page and "bad&lt;1&gt;.json" in page
     assert "best eval loss</td><td>2.2000" in page
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does it)")
+def test_report_opens_in_a_real_browser_offline(made_report, tmp_path):
+    """Headless Chromium opens report.html with no network: the verdict is there, every image decodes, and the page
+    asks for nothing outside itself (Chromium's own network log, and the page's resource timing)."""
+    probe = made_report.with_name("probe.html")
+    probe.write_text(f"""<!DOCTYPE html><html><body><pre id="out">waiting</pre>
+<iframe id="page" src="{made_report.name}"></iframe>
+<script>
+document.getElementById("page").onload = async () => {{
+  const doc = document.getElementById("page").contentDocument, win = document.getElementById("page").contentWindow;
+  const images = [...doc.images];
+  const decoded = await Promise.all(images.map(img => img.decode().then(() => img.naturalWidth, () => 0)));
+  const fetched = win.performance.getEntriesByType("resource").map(e => e.name);
+  document.getElementById("out").textContent = JSON.stringify({{
+    verdict: doc.querySelector("p b") ? doc.querySelector("p b").textContent : "",
+    images: images.length, widths: decoded, fetched: fetched}});
+}};
+</script></body></html>""", encoding="utf-8")
+    net_log = tmp_path / "net.json"
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--allow-file-access-from-files",
+         f"--user-data-dir={tmp_path / 'profile'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+         f"--log-net-log={net_log}", "--virtual-time-budget=20000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, encoding="utf-8", timeout=180)
+    match = re.search(r'<pre id="out">(.*?)</pre>', result.stdout, flags=re.S)
+    assert match and match.group(1) != "waiting", result.stdout[-2000:] + result.stderr[-2000:]
+    seen = json.loads(html.unescape(match.group(1)))
+    assert seen["verdict"].startswith("Your replies average ") and "the tuned model's" in seen["verdict"]
+    assert seen["images"] == 3 and all(width > 100 for width in seen["widths"]), seen
+    assert seen["fetched"] == []
+    requested = set(re.findall(r'"url":"([a-z]+)://', net_log.read_text(encoding="utf-8", errors="replace")))
+    assert requested <= {"file", "data"}, requested
 
 
 def test_report_names_the_missing_inputs_and_their_steps(project_copy):

@@ -3,7 +3,7 @@
 - A stage script (scripts/*.py) imports no other stage. The orchestrators pipeline.py and run_demo.py may import
   stages; a stage may import `pipeline` only inside its main(), for the auto-export that its command line offers.
 - scripts/ftg/ imports no stage and no orchestrator.
-- The importers (ftg/chat_formats*.py) import nothing of training: no torch, transformers, peft, trl, accelerate,
+- The importers (ftg/chat_formats.py, chat_message.py, formats_*.py) import nothing of training: no torch, transformers, peft, trl, accelerate,
   bitsandbytes, datasets, llama.cpp, and none of ftg's model, training or GGUF modules.
 - Only ftg/llama_runtime.py imports the llama.cpp runtime package.
 - bench/ imports no private (_underscore) name from the project's modules.
@@ -29,6 +29,8 @@ TRAINING_FTG = {"ftg.models", "ftg.training_data", "ftg.device_plan", "ftg.runs"
                 "ftg.gemma3n_export"}
 RUNTIME_PACKAGES = {"llama_cpp", "llama_cpp_py_sync", "xllamacpp"}
 RUNTIME_MODULE = SCRIPTS / "ftg" / "llama_runtime.py"
+IMPORTERS = {"chat_formats.py", "chat_message.py"}
+"""With ftg/formats_*.py: the chat export parsers."""
 
 
 def imports(source: str) -> list[tuple[str, str, list[str]]]:
@@ -63,7 +65,7 @@ def problems_of_stage(name: str, source: str) -> list[str]:
 def problems_of_shared(path: Path, source: str) -> list[str]:
     found = [f"{path.name} imports {module}" for module, _, _ in imports(source)
              if module.split(".")[0] in STAGES | ORCHESTRATORS]
-    if path.name.startswith("chat_formats"):
+    if path.name in IMPORTERS or path.name.startswith("formats_"):
         found += [f"the importer {path.name} imports {module}, which belongs to training"
                   for module, _, _ in imports(source)
                   if module.split(".")[0] in TRAINING_PACKAGES or module in TRAINING_FTG]
@@ -107,4 +109,6 @@ def test_the_checks_catch_what_they_are_for():
     assert problems_of_shared(SCRIPTS / "ftg" / "files.py", "import merge_lora\n") == ["files.py imports merge_lora"]
     assert problems_of_shared(SCRIPTS / "ftg" / "chat_formats.py", "def f():\n    import torch\n") == [
         "the importer chat_formats.py imports torch, which belongs to training"]
+    assert problems_of_shared(SCRIPTS / "ftg" / "formats_html.py", "from ftg.models import x\n") == [
+        "the importer formats_html.py imports ftg.models, which belongs to training"]
     assert {"chat", "convert", "report", "finetune_gemma", "merge_lora", "prepare_conversation_data"} <= STAGES

@@ -278,7 +278,7 @@ def habit_share(fp: dict, name: str) -> float:
 def test_style_acceptance_persona_path_without_a_model(tmp_path, capsys):
     """The bench's own code around the model: --help, the training pairs it reads, its verdict and last line."""
     import style_acceptance as bench
-    from ftg.training_data import TRAIN_FILE
+    from ftg.paths import TRAIN_FILE
 
     with pytest.raises(SystemExit) as stopped:
         bench.main(["--help"])

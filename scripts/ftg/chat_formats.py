@@ -8,7 +8,7 @@ at once is one ChatGPT/Claude conversation or one JSON record). A message that c
 A parser raises only `FormatError` (the file is not valid, or breaks off); the messages yielded before it are good.
 Anything else escaping a parser is a bug; tests/test_chat_formats.py fuzzes them with hypothesis.
 
-The shapes and their awkward cases are described in ../shared/FORMATS.md.
+The shapes and their awkward cases are in the README's data section and in the hand-made fixtures under tests/exports/.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ folder setting with a name.
     output/finetuned_gemma*.gguf, gguf_report.json, Modelfile
                                         convert -> chat, report
     output/base_model.gguf (+ base_model.json)  made once by chat --compare or report, reused by both
-    output/report.html                  report
+    output/report.html, report.json     report
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ MODELFILE = "Modelfile"
 BASE_GGUF = "base_model.gguf"
 BASE_RECORD = "base_model.json"
 REPORT_HTML = "report.html"
+REPORT_JSON = "report.json"
+"""The report's figures (style fingerprint, pass-as-yours, perplexity) for scripts."""
 
 # --- tools/ (made by prepare_venv) --------------------------------------------------------------------------------
 CONVERTER_DIR = PROJECT_ROOT / "tools" / "llama.cpp"
