@@ -113,8 +113,8 @@ def test_report_shows_every_part_in_one_offline_page(made_report):
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page and "<b>thanks" not in page
     assert "Fine &lt;b&gt;thanks&lt;/b&gt;" in page
     # The verdict leads the page, in plain words, before any table.
-    verdict = re.search(r"<p><b>(Your replies average \d+ words, the base model's \d+, the tuned model's \d+\..*?)</b></p>",
-                        page)
+    verdict = re.search(r"<p><b>(Your replies average \d+ words, the base model&#x27;s \d+, the tuned model&#x27;s \d+\."
+                        r".*?)</b></p>", page)
     assert verdict and page.index(verdict.group(0)) < page.index("<table")
     figures = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
     assert figures["summary"] == html.unescape(verdict.group(1)) == figures["style"]["verdict"]
