@@ -297,7 +297,8 @@ class Model:
         sampler = lib.llama_sampler_chain_init(chain_params)
         try:
             if repeat_penalty != 1.0:
-                lib.llama_sampler_chain_add(sampler, lib.llama_sampler_init_penalties(64, repeat_penalty, 0.0, 0.0))
+                penalties = lib.llama_sampler_init_penalties(self.n_vocab, 64, float(repeat_penalty), 0.0, 0.0)
+                lib.llama_sampler_chain_add(sampler, penalties)
             if temperature <= 0.0 or top_k == 1:
                 lib.llama_sampler_chain_add(sampler, lib.llama_sampler_init_greedy())
             else:
