@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import urllib.parse
 import urllib.request
 import subprocess
 import sys
@@ -164,14 +165,17 @@ def installed_version(package: str) -> str | None:
 
 
 def _download_sdist(package: str, version: str, folder: str) -> Path | None:
-    """The source package straight from PyPI's JSON API (seconds); `pip download` of an sdist also installs its
-    build tools to read its metadata, which took 2 min 17 s here."""
+    """The source package straight from the package index's simple API (PEP 691 JSON, seconds). `pip download`
+    of an sdist also installs its build tools to read its metadata, which took 2 min 17 s here."""
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    wanted = f"{package.replace('-', '_')}-{version}.tar.gz"
     try:
-        with urllib.request.urlopen(f"https://pypi.org/pypi/{package}/{version}/json", timeout=60) as answer:
-            files = json.load(answer)["urls"]
-        sdist = next(f for f in files if f["packagetype"] == "sdist")
-        target = Path(folder) / sdist["filename"]
-        with urllib.request.urlopen(sdist["url"], timeout=600) as answer, open(target, "wb") as out:
+        request = urllib.request.Request(f"{index}/{package}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            files = json.load(answer)["files"]
+        url = urllib.parse.urljoin(f"{index}/{package}/", next(f["url"] for f in files if f["filename"] == wanted))
+        target = Path(folder) / wanted
+        with urllib.request.urlopen(url, timeout=600) as answer, open(target, "wb") as out:
             shutil.copyfileobj(answer, out, 1 << 20)
         return target
     except (OSError, ValueError, KeyError, StopIteration):
