@@ -83,6 +83,8 @@ exit /b 0
 
 :already_set_up
 if not "%OLD_STAMP%"=="%STAMP%" exit /b 1
+rem Without the llama.cpp runtime it tries again, so "run prepare_venv again" helps.
+"%VPY%" -c "import llama_cpp_py_sync" >nul 2>&1 || exit /b 1
 "%VPY%" scripts\setup_tools.py --check || exit /b 1
 echo Already set up. ^(Delete .venv to start over.^)
 exit /b 0

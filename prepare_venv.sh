@@ -14,7 +14,9 @@ LLAMA_CPP_VERSION="0.3.36"
 # The stamp records what was installed; when requirements.txt and this file are unchanged, nothing is redone.
 stamp_content="$(cat requirements.txt "$0" | sha256sum | cut -c1-16)"
 stamp=".venv/ftg-setup.stamp"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_content" ] && .venv/bin/python scripts/setup_tools.py --check; then
+# Without the llama.cpp runtime it tries again (pip skips what is already there), so "run prepare_venv again" helps.
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_content" ] && .venv/bin/python -c "import llama_cpp_py_sync" 2>/dev/null &&
+    .venv/bin/python scripts/setup_tools.py --check; then
     echo "Already set up. (Delete .venv to start over.)"
     exit 0
 fi
