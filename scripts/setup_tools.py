@@ -249,15 +249,16 @@ def check_table() -> list[tuple[str, str, bool]]:
         where = "GPU offload for chat" if llama_runtime.gpu_offload_supported() else "CPU"
         rows.append(("llama_cpp", f"{llama_runtime.runtime_version()}, {where}", True))
     except UserError:  # optional: training does not need it
-        rows.append(("llama_cpp", f"MISSING, needed only for {RUNTIME_STEPS}. To get it: "
-                     f".venv python -m pip install {RUNTIME}, then prepare_venv again", None))
+        rows.append(("llama_cpp", f"MISSING ({RUNTIME}), needed only for {RUNTIME_STEPS}. "
+                     "To get it: run prepare_venv again where PyPI can be reached", None))
     found = CONVERTER_SCRIPT.exists()
     rows.append(("converter", str(CONVERTER_SCRIPT) if found else "MISSING", found))
     return rows
 
 
 def print_check_table(rows) -> bool:
-    """ok True: OK; False: BAD (setup failed); None: NOTE (an optional part is missing; prepare/train/merge work)."""
+    """ok True: OK; False: BAD (setup failed); None: NOTE (an optional part is missing; prepare/train/merge work).
+    Returns whether nothing is BAD."""
     width = max(len(name) for name, _, _ in rows)
     print("\nSetup check:")
     for name, found, ok in rows:
@@ -265,14 +266,17 @@ def print_check_table(rows) -> bool:
     return all(ok is not False for _, _, ok in rows)
 
 
-def run(check_only: bool = False) -> bool:
+def run(check_only: bool = False) -> list[tuple[str, str, bool | None]]:
+    """Set up (unless check_only) and print the check table; returns its rows."""
     if not check_only:
         try:
             repair_runtime()
         except UserError as exc:
             print(f"NOTE: {exc}. Training works without it; {RUNTIME_STEPS} need it.")
         ensure_converter()
-    return print_check_table(check_table())
+    rows = check_table()
+    print_check_table(rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def body() -> int:
-        if run(args.check):
-            print("\nAll set. Next: download_model (or run_demo for the offline demo).")
+        rows = run(args.check)
+        if all(ok is not False for _, _, ok in rows):
+            if any(ok is None for _, _, ok in rows):
+                print("\nReady to prepare, train and merge; the NOTE above says what else is missing and how to get it.")
+            else:
+                print("\nAll set. Next: download_model (or run_demo for the offline demo).")
             return 0
         raise UserError("some parts are missing (BAD above). Run prepare_venv again and read its messages.")
 
