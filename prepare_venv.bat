@@ -78,7 +78,7 @@ if "%DECISION%"=="cuda" (
 )
 set "CMAKE_ARGS=-DGGML_CUDA=off"
 "%VPY%" -m pip install --disable-pip-version-check --no-cache-dir "llama-cpp-python==%LLAMA_CPP_VERSION%" && exit /b 0
-echo llama-cpp-python did not compile: Visual Studio Build Tools 2022 ^("Desktop development with C++"^) or CMake is missing. Setup goes on without it: it is optional.
+echo llama-cpp-python did not compile ^(the messages above say why; usually Visual Studio Build Tools 2022 with "Desktop development with C++", or CMake, is missing^). Setup goes on without it: it is optional.
 exit /b 0
 
 :already_set_up
