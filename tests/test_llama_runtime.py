@@ -81,12 +81,19 @@ def test_sampling_is_seeded(model):
     assert run(1) == run(1)
 
 
-def test_generation_stops_at_end_of_turn(model):
-    """A prompt that makes <end_of_turn> the greedy choice: generation stops and does not yield it."""
-    ids = [model.bos_id] + model.tokenize("<start_of_turn>user\nSay hi<end_of_turn>\n<start_of_turn>model\nHi")
-    tokens = list(model.generate(ids, max_tokens=40))
-    assert 106 not in tokens and 1 not in tokens
-    assert len(tokens) <= 40
+def test_generation_stops_at_end_of_generation_and_does_not_yield_it(gguf_path, tmp_path):
+    """The base 270M never ends a reply by itself (40 tokens of chat prompts, measured), so a copy marks its second
+    greedy token (" capital", 5279) as <eos>: generation yields " the" (506) and stops before 5279."""
+    data = bytearray(gguf_path.read_bytes())
+    key = b"tokenizer.ggml.eos_token_id"
+    at = data.index(struct.pack("<Q", len(key)) + key) + 8 + len(key)
+    assert struct.unpack_from("<II", data, at) == (4, 1)  # GGUF type UINT32, value 1 (<eos>)
+    struct.pack_into("<I", data, at + 4, 5279)
+    patched = tmp_path / "eos-is-capital.gguf"
+    patched.write_bytes(bytes(data))
+    with rt.open_model(patched, n_ctx=64) as model:
+        assert model.eos_id == 5279 and model.is_end_of_generation(5279)
+        assert list(model.generate(PROMPT_IDS, max_tokens=8)) == [506]
 
 
 def test_vocab_only_tokenizes_but_does_not_run(gguf_path):

@@ -208,7 +208,8 @@ class Model:
                 for i in range(lib.llama_model_meta_count(self._model))}
 
     def is_end_of_generation(self, token: int) -> bool:
-        """True for the tokens that end a reply (Gemma's <eos>, <end_of_turn>, Gemma 4's <turn|>...)."""
+        """True for the tokens the GGUF marks as ending a reply (llama.cpp's EOG set: for Gemma 3, <eos> 1 and
+        <end_of_turn> 106; the set comes from the GGUF's tokenizer metadata, so Gemma-3n and Gemma 4 bring theirs)."""
         return bool(self._lib.llama_vocab_is_eog(self._vocab, int(token)))
 
     def tokenize(self, text: str, special: bool = True) -> list[int]:
