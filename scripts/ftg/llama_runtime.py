@@ -107,8 +107,13 @@ def gpu_offload_supported() -> bool:
 
 
 def _last_error() -> str:
-    errors = [line for line in _log_lines if "error" in line.lower() or "failed" in line.lower()]
-    return (errors or list(_log_lines) or ["no message from llama.cpp"])[-1]
+    """The cause in llama.cpp's own words: its "error loading model: ..." line, else its first error line."""
+    lines = list(_log_lines)
+    for line in lines:
+        if "error loading model:" in line:
+            return line.split("error loading model:", 1)[1].strip()
+    errors = [line for line in lines if "error" in line.lower() or "failed" in line.lower()]
+    return (errors or lines[-1:] or ["no message from llama.cpp"])[0]
 
 
 def _metadata_only_gguf(path: Path, architecture: str) -> None:
