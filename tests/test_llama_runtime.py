@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -139,16 +140,23 @@ def test_runtime_knows_every_gemma_architecture_the_converter_writes():
 
 
 def test_same_greedy_tokens_as_llama_cpp_python(gguf_path):
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is only built with FTG_BUILD_LLAMA_CPP=1")
-    llm = llama_cpp.Llama(model_path=str(gguf_path), n_ctx=128, verbose=False)
-    try:
-        theirs = []
-        for token in llm.generate(PROMPT_IDS, temp=0.0, top_k=1):
-            theirs.append(token)
-            if len(theirs) == 12:
-                break
-    finally:
-        llm.close()
+    """llama-cpp-python runs in its own process: its older libggml, loaded first, shadows the runtime's symbols
+    (measured: "undefined symbol: ggml_backend_sched_set_copy_callback")."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is only built with FTG_BUILD_LLAMA_CPP=1")
+    code = (
+        "import json, sys, llama_cpp\n"
+        "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=128, verbose=False)\n"
+        "tokens = []\n"
+        "for token in llm.generate(json.loads(sys.argv[2]), temp=0.0, top_k=1):\n"
+        "    tokens.append(token)\n"
+        "    if len(tokens) == 12:\n"
+        "        break\n"
+        "print(json.dumps(tokens))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(gguf_path), json.dumps(PROMPT_IDS)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
     with rt.open_model(gguf_path, n_ctx=128) as model:
         assert list(model.generate(PROMPT_IDS, 12)) == theirs
 

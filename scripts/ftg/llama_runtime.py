@@ -15,7 +15,9 @@ The rest of the pipeline (prepare, train, merge, and the converter's own F16/BF1
 from __future__ import annotations
 
 import os
+import re
 import struct
+import sys
 import tempfile
 from collections import deque
 from pathlib import Path
@@ -52,9 +54,8 @@ def _runtime():
             ffi, lib = get_ffi(), get_lib()
         except ImportError:
             _load_error = RUNTIME_MISSING
-        except (OSError, RuntimeError) as exc:  # the wheel is there but its libllama does not load (e.g. glibc)
-            cause = str(exc).split(":")[-1].strip() or type(exc).__name__
-            _load_error = f"{RUNTIME_MISSING} (It is installed but does not load: {cause}.)"
+        except (OSError, RuntimeError) as exc:  # the wheel is there but its libllama does not load
+            _load_error = _not_loading(str(exc))
         else:
             @ffi.callback("void(enum ggml_log_level, const char *, void *)")
             def _log_callback(level, text, user_data):  # keep llama.cpp quiet; remember its words for errors
@@ -67,6 +68,17 @@ def _runtime():
             _ffi, _lib = ffi, lib
             return ffi, lib
     raise UserError(_load_error)
+
+
+def _not_loading(error: str) -> str:
+    """The one line for a runtime that is installed but whose libllama does not load, with the cause."""
+    found = re.search(r"undefined symbol: \S+|version `GLIBC_[\d.]+' not found", error)
+    cause = found.group(0) if found else error.strip().splitlines()[-1][:200]
+    if "llama_cpp" in sys.modules:  # llama-cpp-python's older libggml, loaded first, shadows the runtime's symbols
+        cause += "; llama-cpp-python (llama_cpp) is already loaded in this process: use one of the two per process"
+    return (f"the llama.cpp runtime (llama-cpp-py-sync) is installed but does not load ({cause}), so K-quants, "
+            "the GGUF check and chat cannot run. Run prepare_venv again; training, merging and the Q8_0 GGUF work "
+            "without it.")
 
 
 def require_runtime(step: str) -> None:
