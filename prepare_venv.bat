@@ -1,11 +1,14 @@
 @echo off
 rem Step 1: set up everything once: .venv, torch (CUDA build with an NVIDIA driver, else CPU), the pinned
-rem requirements, llama-cpp-python and llama.cpp's GGUF converter. Running it again is quick and says so.
+rem requirements, the prebuilt llama.cpp runtime and llama.cpp's GGUF converter. Nothing is compiled, so no
+rem Visual Studio is needed. If the llama.cpp runtime cannot be installed, setup still finishes: training does not need it.
 rem Override the torch download with: set FTG_TORCH_INDEX=<pip index URL>
+rem set FTG_BUILD_LLAMA_CPP=1 also compiles llama-cpp-python (needs Visual Studio Build Tools and CMake).
 chcp 65001 >nul
 setlocal
 cd /d "%~dp0"
 set "TORCH_VERSION=2.13.0"
+set "LLAMA_RUNTIME=llama-cpp-py-sync==0.11739"
 set "LLAMA_CPP_VERSION=0.3.36"
 set "VPY=.venv\Scripts\python.exe"
 rem for /f runs its command with cmd /c, which drops the first and the last quote of a command that starts with one:
@@ -55,25 +58,35 @@ if "%ERRORLEVEL%"=="0" (
 echo Installing the pinned libraries (requirements.txt)...
 "%VPY%" -m pip install --disable-pip-version-check -r requirements.txt || goto :failed
 
-echo Installing llama-cpp-python %LLAMA_CPP_VERSION%: trying a prebuilt CPU wheel first...
-"%VPY%" -m pip install --disable-pip-version-check --only-binary llama-cpp-python --extra-index-url https://abetlen.github.io/llama-cpp-python/whl/cpu "llama-cpp-python==%LLAMA_CPP_VERSION%"
-if errorlevel 1 (
-    echo No prebuilt wheel. Compiling llama-cpp-python from source: 5-15 minutes, once. Please wait.
-    "%VPY%" -m pip install --disable-pip-version-check "llama-cpp-python==%LLAMA_CPP_VERSION%"
-)
-if errorlevel 1 (
-    echo ERROR: llama-cpp-python did not compile: a C++ compiler is missing. Install "Visual Studio Build Tools 2022"
-    echo with the "Desktop development with C++" workload, and CMake ^(winget install Kitware.CMake^), then run again.
-    goto :failed
-)
+echo Installing the llama.cpp runtime (%LLAMA_RUNTIME%, a prebuilt wheel: nothing to compile)...
+"%VPY%" -m pip install -q --disable-pip-version-check --only-binary :all: "%LLAMA_RUNTIME%"
+if errorlevel 1 echo llama.cpp runtime: NOT installed ^(no wheel for this machine, or no connection^). Training works without it; see the table below.
+
+if "%FTG_BUILD_LLAMA_CPP%"=="1" call :build_llama_cpp
 
 "%VPY%" scripts\setup_tools.py || goto :failed
 for /f %%h in ('%VPY% -c "%STAMP_CMD%"') do set "STAMP=%%h"
 > ".venv\ftg-setup.stamp" echo %STAMP%
 goto :done
 
+:build_llama_cpp
+rem Opt-in only. CUDA only when setup_tools finds a GPU, nvcc and cuBLAS; a failed CUDA build falls back to the CPU.
+for /f "delims=" %%d in ('"%VPY%" scripts\setup_tools.py --cuda-decision') do set "DECISION=%%d"
+echo Compiling llama-cpp-python %LLAMA_CPP_VERSION% (FTG_BUILD_LLAMA_CPP=1): 5-15 minutes. Decision: %DECISION%
+if "%DECISION%"=="cuda" (
+    set "CMAKE_ARGS=-DGGML_CUDA=on"
+    "%VPY%" -m pip install --disable-pip-version-check --no-cache-dir "llama-cpp-python==%LLAMA_CPP_VERSION%" && exit /b 0
+    echo The CUDA build of llama-cpp-python failed ^(messages above^); building the CPU one instead.
+)
+set "CMAKE_ARGS=-DGGML_CUDA=off"
+"%VPY%" -m pip install --disable-pip-version-check --no-cache-dir "llama-cpp-python==%LLAMA_CPP_VERSION%" && exit /b 0
+echo llama-cpp-python did not compile ^(the messages above say why; usually Visual Studio Build Tools 2022 with "Desktop development with C++", or CMake, is missing^). Setup goes on without it: it is optional.
+exit /b 0
+
 :already_set_up
 if not "%OLD_STAMP%"=="%STAMP%" exit /b 1
+rem Without the llama.cpp runtime it tries again, so "run prepare_venv again" helps.
+"%VPY%" -c "import llama_cpp_py_sync" >nul 2>&1 || exit /b 1
 "%VPY%" scripts\setup_tools.py --check || exit /b 1
 echo Already set up. ^(Delete .venv to start over.^)
 exit /b 0

@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # Step 1: set up everything once: .venv, torch (CUDA build with an NVIDIA driver, else CPU), the pinned
-# requirements, llama-cpp-python and llama.cpp's GGUF converter. Running it again is quick and says so.
+# requirements, the prebuilt llama.cpp runtime and llama.cpp's GGUF converter. Nothing is compiled. Running it again
+# is quick and says so. If the llama.cpp runtime cannot be installed, setup still finishes: training does not need it.
 # Override the torch download with FTG_TORCH_INDEX=<pip index URL> (e.g. another CUDA version).
+# FTG_BUILD_LLAMA_CPP=1 also compiles llama-cpp-python (4-11 min; with CUDA only when a GPU, nvcc and cuBLAS are there).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$root"
 TORCH_VERSION="2.13.0"
+LLAMA_RUNTIME="llama-cpp-py-sync==0.11739"
 LLAMA_CPP_VERSION="0.3.36"
 
 # The stamp records what was installed; when requirements.txt and this file are unchanged, nothing is redone.
 stamp_content="$(cat requirements.txt "$0" | sha256sum | cut -c1-16)"
 stamp=".venv/ftg-setup.stamp"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_content" ] && .venv/bin/python scripts/setup_tools.py --check; then
+# Without the llama.cpp runtime it tries again (pip skips what is already there), so "run prepare_venv again" helps.
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_content" ] && .venv/bin/python -c "import llama_cpp_py_sync" 2>/dev/null &&
+    .venv/bin/python scripts/setup_tools.py --check; then
     echo "Already set up. (Delete .venv to start over.)"
     exit 0
 fi
@@ -53,19 +58,25 @@ fi
 echo "Installing the pinned libraries (requirements.txt)..."
 "${pip[@]}" -r requirements.txt
 
-if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null ||
-    [ "$(.venv/bin/python -c 'import llama_cpp; print(llama_cpp.__version__)')" != "$LLAMA_CPP_VERSION" ]; then
-    echo "Installing llama-cpp-python $LLAMA_CPP_VERSION. It is compiled from source: about 4-11 minutes on 2 cores,"
-    echo "once (pip keeps the built wheel). Please wait; the output below is the compiler at work."
-    if command -v nvcc >/dev/null 2>&1; then
-        echo "CUDA compiler found: building with GPU offload for chat."
-        export CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=on"
+echo "Installing the llama.cpp runtime ($LLAMA_RUNTIME, a prebuilt wheel: nothing to compile)..."
+"${pip[@]}" -q --only-binary :all: "$LLAMA_RUNTIME" ||
+    echo "llama.cpp runtime: NOT installed (no wheel for this machine, or no connection). Training works without it; see the table below."
+
+if [ "${FTG_BUILD_LLAMA_CPP:-0}" = "1" ]; then
+    # Opt-in: llama-cpp-python compiled here. CUDA only when a GPU, nvcc and cuBLAS are all there.
+    decision="$(.venv/bin/python scripts/setup_tools.py --cuda-decision)"
+    build() { CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" "${pip[@]}" --no-cache-dir "llama-cpp-python==$LLAMA_CPP_VERSION"; }
+    echo "Compiling llama-cpp-python $LLAMA_CPP_VERSION (FTG_BUILD_LLAMA_CPP=1): 4-11 minutes on 2 cores."
+    if [ "$decision" = "cuda" ]; then
+        echo "Building with CUDA (GPU, nvcc and cuBLAS found)."
+        CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=on" build ||
+            { echo "The CUDA build of llama-cpp-python failed (its messages are above); building the CPU one instead."; CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=off" build; } ||
+            echo "llama-cpp-python: the CPU build failed too (compiler messages above). Setup goes on without it: it is optional."
+    else
+        echo "Building for the CPU: ${decision#cpu: }."
+        CMAKE_ARGS="${CMAKE_ARGS:-} -DGGML_CUDA=off" build ||
+            echo "llama-cpp-python: the build failed (compiler messages above). Setup goes on without it: it is optional."
     fi
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc 2>/dev/null || echo 2)" "${pip[@]}" "llama-cpp-python==$LLAMA_CPP_VERSION" || {
-        echo "ERROR: llama-cpp-python did not compile. Install a C/C++ compiler and CMake" >&2
-        echo "(Debian/Ubuntu: sudo apt install build-essential cmake; macOS: xcode-select --install), then run again." >&2
-        exit 1
-    }
 fi
 
 .venv/bin/python scripts/setup_tools.py

@@ -102,19 +102,12 @@ def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir):
     Measured when written: the first 15 of 16 new tokens agree; the 16th differs (" and" vs ".") because llama.cpp
     also quantizes the activations in its Q4_K matrix products. We compare the first 12.
     """
-    import llama_cpp
+    from ftg.llama_runtime import open_model
 
     prompt = "The capital of France is"
-    llm = llama_cpp.Llama(model_path=str(demo_gguf_path()), n_ctx=128, verbose=False)
-    try:
-        ids = llm.tokenize(prompt.encode(), add_bos=True)
-        gguf_tokens = []
-        for token in llm.generate(ids, temp=0.0, top_k=1):
-            gguf_tokens.append(token)
-            if len(gguf_tokens) == 12:
-                break
-    finally:
-        llm.close()
+    with open_model(demo_gguf_path(), n_ctx=128) as llm:
+        ids = [llm.bos_id] + llm.tokenize(prompt)
+        gguf_tokens = list(llm.generate(ids, max_tokens=12))
     tokenizer = load_tokenizer(demo_model_dir)
     model = load_causal_lm(demo_model_dir, dtype=torch.float32)
     inputs = tokenizer(prompt, return_tensors="pt")

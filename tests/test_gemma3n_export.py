@@ -104,7 +104,7 @@ def llama_top1(gguf: Path, ids_list) -> list[int]:
     """llama.cpp's next-token choice at every position, loaded as LM Studio would (default f16 K/V cache)."""
     from ftg.llama_runtime import open_model
 
-    with open_model(gguf, n_ctx=256, logits_all=True) as model:
+    with open_model(gguf, n_ctx=256) as model:
         return [int(t) for ids in ids_list for t in model.logits(ids).argmax(-1)]
 
 

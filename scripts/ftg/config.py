@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 
 from ftg.errors import UserError
+from ftg.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_FILE = PROJECT_ROOT / "config.yaml"
 
 

@@ -179,7 +179,7 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
     result = {"file": str(path), "size_bytes": path.stat().st_size}
     longest = max((len(s) for s in ref.sequences), default=1)
     try:
-        model = open_model(path, n_ctx=longest, n_gpu_layers=-1, logits_all=True)
+        model = open_model(path, n_ctx=longest, n_gpu_layers=-1)
     except UserError as exc:
         result.update(load=False, error=str(exc))
         return result

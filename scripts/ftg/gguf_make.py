@@ -109,17 +109,12 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
     return out
 
 
-def quantize(source: Path, out: Path, quant: str) -> Path:
-    """Quantize a GGUF with llama.cpp into `out` (written as .partial, renamed when complete); returns `out`."""
-    partial = out.with_name(out.name + ".partial")
-    log = out.with_name(out.name + ".log")
-    try:
-        runtime_quantize(source, partial, quant, log)
-    except UserError:
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(out)
-    log.unlink()
+def quantize(source: Path, out: Path, quant: str, tensor_types: dict[str, str] | None = None) -> Path:
+    """Quantize a GGUF with llama.cpp into `out` (written as .partial, renamed when complete); returns `out`.
+
+    tensor_types: tensor-name pattern -> type for tensors that keep another type (e.g. per_layer_token_embd: Q8_0).
+    """
+    runtime_quantize(source, out, quant, tensor_types)
     return out
 
 

@@ -23,14 +23,14 @@ from ftg.paths import GGUF_REPORT
 TEMPLATE_KEY = "tokenizer.chat_template"
 
 
-def open_gguf(path: Path, n_ctx: int | None = None, n_gpu_layers: int = 0, logits_all: bool = False,
+def open_gguf(path: Path, n_ctx: int | None = None, n_gpu_layers: int = 0, vocab_only: bool = False,
               missing_hint: str = "Run convert_to_gguf first.") -> Model:
     """Open a GGUF to talk to or to score. A missing file, one llama.cpp cannot load, and one without an embedded
     chat template are UserErrors (without a template, apps fall back to a format that Gemma never saw)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path} does not exist. {missing_hint}")
-    model = open_model(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, logits_all=logits_all)
+    model = open_model(path, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, vocab_only=vocab_only)
     if not model.metadata.get(TEMPLATE_KEY):
         model.close()
         raise UserError(f"{path} has no chat template embedded ({TEMPLATE_KEY}). Make it again with convert_only, "
@@ -142,12 +142,12 @@ def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: 
     The words are the headline: a base model gives <end_of_turn> a probability near e^-30, so that one token would
     dominate the mean and any tuned model would look far better (the GGUF check tests stopping on its own).
     """
-    with open_gguf(gguf, missing_hint="Make it with convert_to_gguf.") as vocab:
+    with open_gguf(gguf, vocab_only=True, missing_hint="Make it with convert_to_gguf.") as vocab:
         sequences = [split_reply(vocab, messages) for messages in conversations]
     n_ctx = max(len(prompt) + len(words) + len(stop) for prompt, words, stop in sequences)
     words_nll = stop_nll = 0.0
     words_count = stop_count = 0
-    with open_gguf(gguf, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers, logits_all=True) as model:
+    with open_gguf(gguf, n_ctx=n_ctx, n_gpu_layers=n_gpu_layers) as model:
         for prompt, words, stop in tqdm(sequences, desc=desc or f"perplexity {gguf.name}", unit="conv"):
             reply = words + stop
             # Row i of the logits predicts token i + 1: the reply's tokens are predicted by the rows before them.

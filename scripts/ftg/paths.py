@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftg.config import PROJECT_ROOT
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""The project folder (ftg.config has the same; this module needs no PyYAML, for setup_tools before it is there)."""
 
 # --- models/ ------------------------------------------------------------------------------------------------------
 SELECTED_MODEL_FILE = "selected_model.json"
