@@ -33,6 +33,7 @@ from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
                            quantize, require_converter)
+from ftg.llama_runtime import RUNTIME_MISSING, runtime_available
 from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
 from ftg.runs import find_run, read_run
 
@@ -161,6 +162,23 @@ def fail_export(output_dir: Path, report: dict, merged: Path, full: Path, proble
     )
 
 
+def export_without_runtime(output_dir: Path, merged: Path, record: dict, n_params: int) -> Path:
+    """No llama.cpp runtime (prepare_venv could not install it): the converter writes a Q8_0 GGUF by itself; the
+    K-quants and the checks that need llama.cpp are skipped, and gguf_report.json says so."""
+    print(f"{RUNTIME_MISSING}\nWriting a Q8_0 GGUF with llama.cpp's converter alone; skipped: the K-quants and the GGUF "
+          "check.")
+    check_free_space(output_dir, gguf_bytes(n_params, ["Q8_0"], full_precision=False), "the GGUF file")
+    main_file = convert_hf_to_gguf(merged, gguf_file(output_dir, "Q8_0", "Q8_0"), "q8_0", n_params)
+    report = {"status": f"not checked: {RUNTIME_MISSING}", "merged_model": str(merged),
+              "run_name": record.get("run_name", ""), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "skipped": ["K-quants", "the GGUF check (load, tokenizer, logits, reply)"],
+              "files": [{"file": str(main_file), "type": "Q8_0", "size_bytes": main_file.stat().st_size,
+                         "made_by": "llama.cpp's converter (--outtype q8_0)"}]}
+    write_json(output_dir / GGUF_REPORT, report)
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {write_modelfile(output_dir, main_file)}")
+    return main_file
+
+
 def run(cfg) -> Path:
     """Convert output/merged to GGUF, check it, quantize and check each quant; returns the main GGUF file."""
     from tqdm import tqdm
@@ -175,6 +193,8 @@ def run(cfg) -> Path:
     record = json.loads(record_path.read_text(encoding="utf-8")) if record_path.exists() else {}
     print(f"Converting {merged}" + (f" (run {record['run_name']})" if record.get("run_name") else ""))
     n_params = count_parameters(merged)
+    if not runtime_available():
+        return export_without_runtime(output_dir, merged, record, n_params)
     check_free_space(output_dir, gguf_bytes(n_params, quants), "the GGUF files")
 
     started = time.time()

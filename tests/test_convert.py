@@ -203,3 +203,30 @@ def test_eval_file_fallback_and_malformed_lines(tmp_path, capsys):
     conversations, source = check_conversations(tmp_path / "eval_dataset.jsonl", 8)
     assert [c[0]["content"] for c in conversations] == ["Как прошли выходные?", "Can you fix this? print('hi'"]
     assert "Skipped 2 malformed lines" in capsys.readouterr().out
+
+
+def test_without_the_runtime_the_converter_alone_writes_a_q8_0_gguf(tiny_gemma3_dir, project_copy, monkeypatch,
+                                                                     capsys):
+    """Setup could not install the llama.cpp runtime: the export still writes a Q8_0 GGUF (the converter's own
+    quantization), skips the K-quants and the llama.cpp checks, and says so; chat then names what is missing."""
+    import gguf
+
+    from ftg import llama_runtime
+
+    monkeypatch.setattr(llama_runtime, "_lib", None)  # as when llama-cpp-py-sync is not installed
+    monkeypatch.setattr(llama_runtime, "_load_error", llama_runtime.RUNTIME_MISSING)
+    make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM")
+    out = project_copy / "output"
+    main_file = pipeline.export(project_config(project_copy, quant="Q4_K_M", style_report=False))
+    console = capsys.readouterr().out
+    assert main_file == out / "finetuned_gemma.gguf" and sorted(p.name for p in out.glob("*.gguf")) == [main_file.name]
+    reader = gguf.GGUFReader(main_file)
+    fields = {name: reader.fields[name] for name in ("general.architecture", "general.file_type",
+                                                    "tokenizer.chat_template")}
+    assert bytes(fields["general.architecture"].parts[-1]).decode() == "gemma3"
+    assert int(fields["general.file_type"].parts[-1][0]) == gguf.LlamaFileType.MOSTLY_Q8_0
+    assert "<start_of_turn>" in bytes(fields["tokenizer.chat_template"].parts[-1]).decode()
+    report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
+    assert report["status"] == f"not checked: {llama_runtime.RUNTIME_MISSING}" and report["files"][0]["type"] == "Q8_0"
+    assert "skipped: the K-quants and the GGUF check" in console and "FROM ./finetuned_gemma.gguf" in (
+        out / "Modelfile").read_text(encoding="utf-8")

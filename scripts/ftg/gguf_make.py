@@ -82,8 +82,8 @@ def require_converter() -> Path:
 def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int) -> Path:
     """Run llama.cpp's convert_hf_to_gguf.py on a HF folder (any Gemma the converter knows); returns `out`.
 
-    precision: f16 or bf16. The converter's messages go to <out>.log; a bar follows the file as it grows (2 bytes per
-    weight).
+    precision: the converter's --outtype: f16 or bf16 (2 bytes per weight), or q8_0 (8.5 bits), which it writes by
+    itself. The converter's messages go to <out>.log; a bar follows the file as it grows.
     """
     from tqdm import tqdm
 
@@ -93,7 +93,8 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
     partial.unlink(missing_ok=True)
     command = [sys.executable, str(converter), str(model_dir), "--outfile", str(partial), "--outtype", precision]
     env = dict(os.environ, PYTHONUTF8="1")
-    with open(log, "w", encoding="utf-8") as log_handle, tqdm(total=n_params * 2, unit="B", unit_scale=True,
+    expected = int(n_params * (2 if precision in PRECISIONS else QUANTS["Q8_0"].bits_per_weight / 8))
+    with open(log, "w", encoding="utf-8") as log_handle, tqdm(total=expected, unit="B", unit_scale=True,
                                                              desc=f"convert {out.name}") as bar:
         process = subprocess.Popen(command, stdout=log_handle, stderr=subprocess.STDOUT, env=env)
         while process.poll() is None:
