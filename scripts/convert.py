@@ -10,7 +10,7 @@ Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, chec
 
 Every GGUF is checked against the merged model: it loads, tokenizes like HF, predicts the same next token (the
 unquantized file must agree on >= 99% of positions, or the export fails), and replies through its embedded chat
-template without template tags, stopping at <end_of_turn>.
+template without template tags, stopping at the template's end-of-turn token (<end_of_turn>; <turn|> for Gemma 4).
 
 With convert_to_gguf / convert_only the style report (report.py) follows, as scripts/pipeline.py chains them.
 
@@ -28,11 +28,13 @@ import sys
 import time
 from pathlib import Path
 
+from ftg.chat_template import ChatFormat
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
                            quantize, require_converter)
+from ftg.models import load_tokenizer
 from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
 from ftg.runs import find_run, read_run
 
@@ -63,27 +65,14 @@ def choose_quant(default: str, n_params: int, ask=input) -> str:
         print(f"  '{answer}' is not on the list; type 1-{len(names)} or a name such as Q4_K_M.")
 
 
-OLLAMA_TEMPLATE = """{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
-{{ .Content }}<end_of_turn>
-{{ if $last }}<start_of_turn>model
-{{ end }}
-{{- else if eq .Role "assistant" }}<start_of_turn>model
-{{ .Content }}{{ if not $last }}<end_of_turn>
-{{ end }}
-{{- end }}
-{{- end }}"""
-"""Gemma's turn format in Ollama's Go template language (as in Ollama's own gemma3 model)."""
-
-
-def write_modelfile(output_dir: Path, gguf: Path) -> Path:
-    """An Ollama Modelfile next to the GGUF: Gemma's turn format and <end_of_turn> as the stop word."""
+def write_modelfile(output_dir: Path, gguf: Path, chat_format) -> Path:
+    """An Ollama Modelfile next to the GGUF: the model's own turn format and its end-of-turn token as the stop word
+    (<end_of_turn> for Gemma 3 / 3n, <turn|> for Gemma 4). chat_format: ftg.chat_template.ChatFormat."""
     text = (
         "# Ollama: ollama create finetuned-gemma -f Modelfile   then   ollama run finetuned-gemma\n"
         f"FROM ./{gguf.name}\n"
-        f'TEMPLATE """{OLLAMA_TEMPLATE}"""\n'
-        'PARAMETER stop "<end_of_turn>"\n'
+        f'TEMPLATE """{chat_format.ollama_template()}"""\n'
+        f'PARAMETER stop "{chat_format.end_of_turn}"\n'
     )
     path = output_dir / MODELFILE
     write_text_atomic(path, text)
@@ -201,7 +190,8 @@ def run(cfg) -> Path:
     if reference is not None:
         print_table(report)
     main_file = gguf_file(output_dir, quants[0], quants[0])
-    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {write_modelfile(output_dir, main_file)}")
+    modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(load_tokenizer(merged)))
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile}")
     return main_file
 
 
