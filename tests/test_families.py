@@ -1,0 +1,175 @@
+"""Every Gemma family in its Hub layout: the fixtures copy the layout, the chat format comes from the model, the
+labels train only the model's turns, KV sharing computes the same with and without a cache, and the stages run.
+
+Families: Gemma 3 text (tiny_gemma3_dir), Gemma 3 multimodal, Gemma-3n and Gemma 4 (tests/hub_layouts.py; Gemma 4's
+tokenizer is a stand-in, see there).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ftg.chat_template import ChatFormat
+from ftg.models import load_causal_lm, load_tokenizer
+from ftg.training_data import IGNORE_INDEX, tokenize_conversation
+
+FAMILIES = {
+    # fixture: (config architectures, text class, end-of-turn, generation prompt's extra, Modelfile stop line)
+    "tiny_gemma3_dir": ("Gemma3ForCausalLM", "Gemma3ForCausalLM", "<end_of_turn>", "", 'PARAMETER stop "<end_of_turn>"'),
+    "hub_gemma3_mm_dir": ("Gemma3ForConditionalGeneration", "Gemma3ForCausalLM", "<end_of_turn>", "",
+                          'PARAMETER stop "<end_of_turn>"'),
+    "hub_gemma3n_mm_dir": ("Gemma3nForConditionalGeneration", "Gemma3nForCausalLM", "<end_of_turn>", "",
+                           'PARAMETER stop "<end_of_turn>"'),
+    "hub_gemma4_mm_dir": ("Gemma4ForConditionalGeneration", "Gemma4ForCausalLM", "<turn|>",
+                          "<|channel>thought\n<channel|>", 'PARAMETER stop "<turn|>"'),
+}
+MULTIMODAL = [name for name in FAMILIES if name.startswith("hub_")]
+
+CHAT = [
+    {"role": "system", "content": "Отвечай коротко."},
+    {"role": "user", "content": "Привет! Как дела?"},
+    {"role": "assistant", "content": "Отлично, спасибо! 🙂"},
+    {"role": "user", "content": "What's new?"},
+    {"role": "assistant", "content": "Nothing much — just coffee ☕"},
+]
+
+
+@pytest.mark.parametrize("fixture", MULTIMODAL)
+def test_fixture_copies_the_hub_layout(fixture, request):
+    from hub_layouts import tensor_prefixes
+
+    folder = request.getfixturevalue(fixture)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert config["architectures"] == [FAMILIES[fixture][0]]
+    assert "text_config" in config and "vision_config" in config
+    assert ("audio_config" in config) == (fixture != "hub_gemma3_mm_dir")
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+            "processor_config.json"} <= names
+    prefixes = tensor_prefixes(folder)
+    if fixture == "hub_gemma3_mm_dir":  # google/gemma-3-4b-it's own (older) names
+        assert {"language_model.model", "multi_modal_projector.mm_input_projection_weight"} <= prefixes
+        assert any(p.startswith("vision_tower.") for p in prefixes)
+    else:
+        assert {"model.language_model", "model.vision_tower", "model.audio_tower", "model.embed_vision",
+                "model.embed_audio"} <= prefixes
+    generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+    tokenizer = load_tokenizer(folder)
+    assert generation["eos_token_id"] == [1, tokenizer.convert_tokens_to_ids(FAMILIES[fixture][2])]
+    if fixture == "hub_gemma4_mm_dir":
+        assert "stand-in" in (folder / "STAND-IN.txt").read_text(encoding="utf-8")
+        assert "<|turn>" in tokenizer.chat_template and "<start_of_turn>" not in tokenizer.chat_template
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_chat_format_comes_from_the_models_template(fixture, request, tmp_path):
+    import convert
+
+    folder = request.getfixturevalue(fixture)
+    tokenizer = load_tokenizer(folder)
+    fmt = ChatFormat.from_tokenizer(tokenizer)
+    _, _, end, extra, stop_line = FAMILIES[fixture]
+    assert fmt.end_of_turn == end and fmt.generation_extra == extra
+    assert fmt.end_of_turn_id(tokenizer) == 106  # both vocabularies keep the end of a turn at id 106
+    assert end in fmt.tags and "<bos>" in fmt.tags
+    if extra:  # thinking tags must never reach the user
+        assert {"<|channel>", "<channel|>", "<|think|>"} <= set(fmt.tags)
+    modelfile = convert.write_modelfile(tmp_path, tmp_path / "finetuned_gemma.gguf", fmt).read_text(encoding="utf-8")
+    assert modelfile.splitlines()[-1] == stop_line
+    assert fmt.generation_prompt in modelfile and fmt.user_header in modelfile
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_only_the_models_turns_and_their_end_of_turn_are_trained(fixture, request):
+    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+    fmt = ChatFormat.from_tokenizer(tokenizer)
+    sample = tokenize_conversation(tokenizer, CHAT, 512)
+    ids, labels = sample["input_ids"], sample["labels"]
+    spans, current = [], []
+    for token, label in zip(ids, labels):
+        if label != IGNORE_INDEX:
+            current.append(token)
+        elif current:
+            spans.append(current)
+            current = []
+    spans.append(current) if current else None
+    assert [tokenizer.decode(span) for span in spans] == [
+        "Отлично, спасибо! 🙂" + fmt.end_of_turn, "Nothing much — just coffee ☕" + fmt.end_of_turn]
+    # The last reply follows exactly the prompt an app sends (Gemma 4: with the empty thinking channel).
+    prompt = tokenizer.apply_chat_template(CHAT[:-1], tokenize=False, add_generation_prompt=True)
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids[: len(prompt_ids)] == prompt_ids and labels[len(prompt_ids) - 1] == IGNORE_INDEX
+    assert ids.count(tokenizer.bos_token_id) == 1
+    if fmt.generation_extra:
+        assert ids.count(tokenizer.convert_tokens_to_ids("<|channel>")) == 1  # only before the reply it prompts
+
+
+# ------------------------------------------------------------------------------------------------ KV sharing
+
+
+def _kv_model(fixture, request):
+    model = load_causal_lm(request.getfixturevalue(fixture), torch.float32)
+    torch.manual_seed(0)
+    with torch.no_grad():  # random weights of a larger scale, so that a wrong K/V source changes the logits visibly
+        for name, param in model.named_parameters():
+            if name.endswith(("k_proj.weight", "v_proj.weight", "q_proj.weight")):
+                param.normal_(0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("fixture", ["hub_gemma3n_mm_dir", "hub_gemma4_mm_dir"])
+def test_kv_sharing_no_cache_matches_incremental_decoding(fixture, request):
+    """We train with use_cache=False; the KV-shared layers must then compute what inference (with a cache) does
+    (transformers#45242 reported otherwise for Gemma 4). Packed batches too."""
+    from transformers import DataCollatorWithFlattening
+
+    model = _kv_model(fixture, request).eval()
+    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+    ids = tokenize_conversation(tokenizer, CHAT, 512)["input_ids"][:40]
+    with torch.no_grad():
+        full = model(torch.tensor([ids]), use_cache=False).logits[0]
+        out = model(torch.tensor([ids[:8]]), use_cache=True)
+        steps, cache = [out.logits[0]], out.past_key_values
+        for token in ids[8:]:
+            out = model(torch.tensor([[token]]), past_key_values=cache, use_cache=True)
+            steps.append(out.logits[0])
+            cache = out.past_key_values
+    incremental = torch.cat(steps)
+    difference = (full - incremental).abs().max().item()
+    print(f"{fixture}: max |logits(no cache) - logits(incremental)| = {difference:.2e}")
+    assert difference < 1e-3 and torch.equal(full.argmax(-1), incremental.argmax(-1))
+
+    other = tokenize_conversation(tokenizer, CHAT[:3], 512)["input_ids"]
+    batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": ids}, {"input_ids": other}])
+    with torch.no_grad():
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        alone = model(torch.tensor([other]), use_cache=False).logits[0]
+    assert (packed[: len(ids)] - full).abs().max() < 1e-3 and (packed[len(ids):] - alone).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("fixture", ["hub_gemma3n_mm_dir", "hub_gemma4_mm_dir"])
+def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture, request):
+    model = _kv_model(fixture, request).train()
+    for module in model.modules():  # dropout off: the two passes must see the same function
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+    sample = tokenize_conversation(tokenizer, CHAT, 512)
+    batch = {"input_ids": torch.tensor([sample["input_ids"]]), "labels": torch.tensor([sample["labels"]])}
+    results = []
+    for checkpointing in (False, True):
+        model.zero_grad()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None and "layers." in n}
+        results.append((loss.item(), grads))
+    (loss_plain, grads_plain), (loss_ckpt, grads_ckpt) = results
+    assert loss_plain == pytest.approx(loss_ckpt, abs=1e-6)
+    assert grads_plain.keys() == grads_ckpt.keys() and grads_plain
+    worst = max((grads_plain[n] - grads_ckpt[n]).abs().max().item() for n in grads_plain)
+    assert worst < 1e-5, worst
