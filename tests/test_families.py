@@ -8,6 +8,7 @@ tokenizer is a stand-in, see there).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -173,3 +174,89 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
     assert grads_plain.keys() == grads_ckpt.keys() and grads_plain
     worst = max((grads_plain[n] - grads_ckpt[n]).abs().max().item() for n in grads_plain)
     assert worst < 1e-5, worst
+
+
+# ------------------------------------------------------------------------------------------------ the stages
+
+
+def _gguf_runtime_ready() -> str:
+    """Why the export stages cannot run here ('' when they can): llama.cpp's runtime and converter."""
+    from ftg.paths import CONVERTER_SCRIPT
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return "llama-cpp-python is not installed"
+    return "" if CONVERTER_SCRIPT.exists() else f"llama.cpp's converter is missing ({CONVERTER_SCRIPT})"
+
+
+@pytest.mark.parametrize("fixture", list(FAMILIES))
+def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
+    """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then, where llama.cpp is
+    installed, convert (F16 + Q4_K_M and their checks), chat and report."""
+    import download_model
+    import finetune_gemma
+    import merge_lora
+    import prepare_conversation_data as prep
+    from safetensors import safe_open
+
+    from ftg.config import PROJECT_ROOT, load_config
+
+    folder = request.getfixturevalue(fixture)
+    architecture, text_class, end, _, stop_line = FAMILIES[fixture]
+    root = project_copy
+    paths = ["--models-dir", str(root / "models"), "--data-dir", str(root / "data"),
+             "--output-dir", str(root / "output")]
+    assert download_model.main(["--local", str(folder), *paths]) == 0
+    assert prep.main(["--input", str(PROJECT_ROOT / "dataset" / "sample" / "chatgpt"), *paths]) == 0
+    assert (root / "data" / "train_dataset.jsonl").exists()
+    code = finetune_gemma.main([*paths, "--micro-batch", "2", "--grad-accum", "1", "--max-seq-len", "128",
+                                "--max-steps", "2", "--eval-every", "2", "--sample-prompts", "1", "--no-auto-export"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-2000:]
+    used = re.search(r"train: (\d+) of (\d+) conversations", out)
+    assert used and used.group(1) == used.group(2), out[-2000:]  # none skipped (Gemma 4's were, before ChatFormat)
+    runs = root / "output" / "runs"
+    run = json.loads((runs / (runs / "latest_run.txt").read_text(encoding="utf-8").strip() / "run.json").read_text(
+        encoding="utf-8"))
+    assert run["model_class"] == text_class  # the towers were never loaded
+    cfg = load_config(overrides={"paths": {"output_dir": str(root / "output"), "data_dir": str(root / "data"),
+                                           "models_dir": str(root / "models")}})
+    merged = merge_lora.run(cfg)
+    config = json.loads((merged / "config.json").read_text(encoding="utf-8"))
+    assert config["architectures"] == [text_class]
+    with safe_open(next(merged.glob("*.safetensors")), "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and not any(m in k for k in keys for m in merge_lora.TOWER_MARKERS)
+    record = json.loads((merged / "merge.json").read_text(encoding="utf-8"))
+    assert bool(record["left_out"]) == (architecture != text_class)
+    generation = json.loads((merged / "generation_config.json").read_text(encoding="utf-8"))
+    assert 106 in generation["eos_token_id"] and load_tokenizer(merged).convert_tokens_to_ids(end) == 106
+
+    why_not = _gguf_runtime_ready()
+    if why_not:
+        pytest.skip(f"export stages not run: {why_not}")
+    import convert
+
+    from ftg.errors import UserError
+
+    cfg.export.quant = "Q4_K_M"
+    try:
+        convert.run(cfg)
+        failed = None
+    except UserError as exc:
+        failed = str(exc)
+    report = json.loads((root / "output" / "gguf_report.json").read_text(encoding="utf-8"))
+    print(fixture, json.dumps([{k: row.get(k) for k in ("type", "logits", "problems")} for row in report["files"]]))
+    if fixture == "hub_gemma3n_mm_dir":  # tiny 3n departs from the layout llama.cpp hard-codes: fails, as designed
+        assert failed and report["status"] == "failed"
+        import chat
+
+        with pytest.raises(UserError, match="FAILED its GGUF check"):
+            chat.run(cfg, read=lambda prompt: "/exit")
+        return
+    assert failed is None and report["status"] == "passed"
+    modelfile = (root / "output" / "Modelfile").read_text(encoding="utf-8")
+    assert modelfile.splitlines()[-1] == stop_line
+    full = report["files"][0]
+    assert full["reply"]["ok"] and not full["reply"]["tags_found"]
