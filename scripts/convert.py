@@ -33,12 +33,14 @@ from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
-                           quantize, require_converter)
+                           quantize, require_converter, tensor_type_counts, tensor_type_of, tensor_types_for)
 from ftg.models import load_tokenizer
 from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
 from ftg.runs import find_run, read_run
 
-SECTIONS = ["paths", "model", "export", "chat"]  # model, chat: for the style report after the export
+SECTIONS = ["paths", "model", "export", "chat"]
+PER_LAYER_TABLE = "per_layer_token_embd.weight"
+"""Gemma-3n / 4's per-layer embedding table in the GGUF; gguf_report.json says its type for every file."""  # model, chat: for the style report after the export
 
 
 def choose_quant(default: str, n_params: int, ask=input) -> str:
@@ -129,7 +131,8 @@ def check_file(report: dict, reference, path: Path, gguf_type: str, required: bo
         row = gguf_check.check_gguf(path, reference, export.reply_tokens)
         # The top-1 threshold applies to the unquantized file; a quant's agreement is reported, not judged.
         row["problems"] = gguf_check.problems(row, export.min_top1_agreement if required else 0.0)
-    row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1))
+    row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1),
+               tensor_types=tensor_type_counts(path), per_layer_token_embd=tensor_type_of(path, PER_LAYER_TABLE))
     report["files"].append(row)
     return row
 
@@ -179,9 +182,11 @@ def run(cfg) -> Path:
     if reference is not None and row["problems"]:
         fail_export(output_dir, report, merged, full, row["problems"])
 
+    tensor_types = tensor_types_for(merged)  # 3n / 4: per_layer_token_embd stays Q8_0 (Ollama)
+    report["tensor_type_overrides"] = tensor_types
     for quant in tqdm(quants, desc="quantize", unit="file"):
         t = time.time()
-        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant)
+        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant, tensor_types)
         timings[f"quantize_{quant}_s"] = round(time.time() - t, 1)
         check_file(report, reference, out, quant, False, export)
     report["status"] = "passed" if reference is not None else "not checked (export.verify_gguf is off)"

@@ -258,5 +258,21 @@ def test_every_family_goes_through_the_stages(fixture, request, project_copy, ca
     assert failed is None and report["status"] == "passed"
     modelfile = (root / "output" / "Modelfile").read_text(encoding="utf-8")
     assert modelfile.splitlines()[-1] == stop_line
-    full = report["files"][0]
+    full, quant = report["files"]
     assert full["reply"]["ok"] and not full["reply"]["tags_found"]
+    assert quant["type"] == "Q4_K_M" and quant["tensor_types"]
+    if fixture == "hub_gemma4_mm_dir":  # Ollama rejects K-quants of the per-layer table
+        assert quant["per_layer_token_embd"] == "Q8_0" and report["tensor_type_overrides"]
+
+
+def test_every_menu_entry_is_a_tested_family():
+    """download_model offers only families that tests/test_families.py runs through the stages."""
+    import download_model
+
+    tested = {"Gemma 3 text (Gemma3ForCausalLM)": "tiny_gemma3_dir",
+              "Gemma 3 multimodal (Gemma3ForConditionalGeneration)": "hub_gemma3_mm_dir",
+              "Gemma-3n (Gemma3nForConditionalGeneration)": "hub_gemma3n_mm_dir",
+              "Gemma 4 (Gemma4ForConditionalGeneration)": "hub_gemma4_mm_dir"}
+    for choice in download_model.CHOICES:
+        assert tested.get(choice.family) in FAMILIES, choice
+        assert choice.family.split("(")[1].rstrip(")") == FAMILIES[tested[choice.family]][0]

@@ -6,7 +6,7 @@ build on it, and the stages use those, so a different runtime changes this file 
     open_model(path, n_ctx, n_gpu_layers, vocab_only, logits_all) -> Model
     Model.metadata / n_ctx / n_vocab / bos_id / eos_id / is_end_of_generation(token)
     Model.tokenize(text) / detokenize(ids) / logits(ids) / generate(prompt_ids, ...) / close()
-    quantize(src, dst, quant)
+    quantize(src, dst, quant, log, tensor_types=None)
 """
 
 from __future__ import annotations
@@ -156,11 +156,23 @@ def open_model(path: Path, n_ctx: int | None = None, n_gpu_layers: int = 0, voca
     return Model(llm, logits_all)
 
 
-def quantize(src: Path, dst: Path, quant: str, log: Path) -> None:
-    """Quantize the GGUF `src` into `dst` as `quant` (a key of FTYPES); llama.cpp's messages go to `log`."""
+def quantize(src: Path, dst: Path, quant: str, log: Path, tensor_types: dict[str, str] | None = None) -> None:
+    """Quantize the GGUF `src` into `dst` as `quant` (a key of FTYPES); llama.cpp's messages go to `log`.
+
+    tensor_types: {regex on the GGUF tensor name: ggml type name such as "Q8_0"}, as llama-quantize --tensor-type
+    takes it (e.g. per_layer_token_embd kept at Q8_0 for Ollama, which rejects K-quants of that table).
+    """
     llama_cpp = _llama_cpp()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, FTYPES[quant])
+    if tensor_types:
+        # llama.cpp reads a C array of {pattern, type} ended by a NULL pattern (llama_model_quantize_params.tt_overrides).
+        overrides = (llama_cpp.llama_model_tensor_override * (len(tensor_types) + 1))()
+        patterns = [pattern.encode("utf-8") for pattern in tensor_types]  # kept alive until the call returns
+        for slot, pattern, type_name in zip(overrides, patterns, tensor_types.values()):
+            slot.pattern = pattern
+            slot.type = getattr(llama_cpp, f"GGML_TYPE_{type_name}")
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
     with native_output_to(log):
         code = llama_cpp.llama_model_quantize(str(src).encode("utf-8"), str(dst).encode("utf-8"), ctypes.byref(params))
     if code != 0 or not Path(dst).exists():
