@@ -10,7 +10,7 @@ Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, chec
 
 Every GGUF is checked against the merged model: it loads, tokenizes like HF, predicts the same next token (the
 unquantized file must agree on >= 99% of positions, or the export fails), and replies through its embedded chat
-template without template tags, stopping at <end_of_turn>.
+template without template tags, stopping at the template's end-of-turn token (<end_of_turn>; <turn|> for Gemma 4).
 
 With convert_to_gguf / convert_only the style report (report.py) follows, as scripts/pipeline.py chains them.
 
@@ -28,16 +28,20 @@ import sys
 import time
 from pathlib import Path
 
+from ftg.chat_template import ChatFormat
 from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
-                           quantize, require_converter)
+                           quantize, require_converter, tensor_type_counts, tensor_type_of, tensor_types_for)
 from ftg.llama_runtime import RUNTIME_MISSING, runtime_available
+from ftg.models import load_tokenizer
 from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
 from ftg.runs import find_run, read_run
 
-SECTIONS = ["paths", "model", "export", "chat"]  # model, chat: for the style report after the export
+SECTIONS = ["paths", "model", "export", "chat"]
+PER_LAYER_TABLE = "per_layer_token_embd.weight"
+"""Gemma-3n / 4's per-layer embedding table in the GGUF; gguf_report.json says its type for every file."""  # model, chat: for the style report after the export
 
 
 def choose_quant(default: str, n_params: int, ask=input) -> str:
@@ -64,27 +68,14 @@ def choose_quant(default: str, n_params: int, ask=input) -> str:
         print(f"  '{answer}' is not on the list; type 1-{len(names)} or a name such as Q4_K_M.")
 
 
-OLLAMA_TEMPLATE = """{{- range $i, $_ := .Messages }}
-{{- $last := eq (len (slice $.Messages $i)) 1 }}
-{{- if or (eq .Role "user") (eq .Role "system") }}<start_of_turn>user
-{{ .Content }}<end_of_turn>
-{{ if $last }}<start_of_turn>model
-{{ end }}
-{{- else if eq .Role "assistant" }}<start_of_turn>model
-{{ .Content }}{{ if not $last }}<end_of_turn>
-{{ end }}
-{{- end }}
-{{- end }}"""
-"""Gemma's turn format in Ollama's Go template language (as in Ollama's own gemma3 model)."""
-
-
-def write_modelfile(output_dir: Path, gguf: Path) -> Path:
-    """An Ollama Modelfile next to the GGUF: Gemma's turn format and <end_of_turn> as the stop word."""
+def write_modelfile(output_dir: Path, gguf: Path, chat_format) -> Path:
+    """An Ollama Modelfile next to the GGUF: the model's own turn format and its end-of-turn token as the stop word
+    (<end_of_turn> for Gemma 3 / 3n, <turn|> for Gemma 4). chat_format: ftg.chat_template.ChatFormat."""
     text = (
         "# Ollama: ollama create finetuned-gemma -f Modelfile   then   ollama run finetuned-gemma\n"
         f"FROM ./{gguf.name}\n"
-        f'TEMPLATE """{OLLAMA_TEMPLATE}"""\n'
-        'PARAMETER stop "<end_of_turn>"\n'
+        f'TEMPLATE """{chat_format.ollama_template()}"""\n'
+        f'PARAMETER stop "{chat_format.end_of_turn}"\n'
     )
     path = output_dir / MODELFILE
     write_text_atomic(path, text)
@@ -141,7 +132,8 @@ def check_file(report: dict, reference, path: Path, gguf_type: str, required: bo
         row = gguf_check.check_gguf(path, reference, export.reply_tokens)
         # The top-1 threshold applies to the unquantized file; a quant's agreement is reported, not judged.
         row["problems"] = gguf_check.problems(row, export.min_top1_agreement if required else 0.0)
-    row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1))
+    row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1),
+               tensor_types=tensor_type_counts(path), per_layer_token_embd=tensor_type_of(path, PER_LAYER_TABLE))
     report["files"].append(row)
     return row
 
@@ -175,7 +167,8 @@ def export_without_runtime(output_dir: Path, merged: Path, record: dict, n_param
               "files": [{"file": str(main_file), "type": "Q8_0", "size_bytes": main_file.stat().st_size,
                          "made_by": "llama.cpp's converter (--outtype q8_0)"}]}
     write_json(output_dir / GGUF_REPORT, report)
-    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {write_modelfile(output_dir, main_file)}")
+    modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(load_tokenizer(merged)))
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile}")
     return main_file
 
 
@@ -210,9 +203,11 @@ def run(cfg) -> Path:
     if reference is not None and row["problems"]:
         fail_export(output_dir, report, merged, full, row["problems"])
 
+    tensor_types = tensor_types_for(merged)  # 3n / 4: per_layer_token_embd stays Q8_0 (Ollama)
+    report["tensor_type_overrides"] = tensor_types
     for quant in tqdm(quants, desc="quantize", unit="file"):
         t = time.time()
-        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant)
+        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant, tensor_types)
         timings[f"quantize_{quant}_s"] = round(time.time() - t, 1)
         check_file(report, reference, out, quant, False, export)
     report["status"] = "passed" if reference is not None else "not checked (export.verify_gguf is off)"
@@ -221,7 +216,8 @@ def run(cfg) -> Path:
     if reference is not None:
         print_table(report)
     main_file = gguf_file(output_dir, quants[0], quants[0])
-    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {write_modelfile(output_dir, main_file)}")
+    modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(load_tokenizer(merged)))
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile}")
     return main_file
 
 

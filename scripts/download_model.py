@@ -41,16 +41,23 @@ class Choice:
     """Rough GPU memory for QLoRA at 1-2k context with our defaults, in GiB."""
     gated: bool
     note: str
+    family: str
+    """Which tested family it is (tests/test_families.py runs each through every stage in its Hub layout)."""
 
 
 CHOICES = [
-    Choice("gemma-3n-E2B-it", "google/gemma-3n-E2B-it", 10, True, "Gemma-3n, 2B effective: the recommended start"),
-    Choice("gemma-3n-E4B-it", "google/gemma-3n-E4B-it", 14, True, "Gemma-3n, 4B effective: better, slower"),
-    Choice("gemma-3-270m-it", "google/gemma-3-270m-it", 2, True, "tiny; trains even on a CPU"),
-    Choice("gemma-3-1b-it", "google/gemma-3-1b-it", 5, True, "small and quick"),
-    Choice("gemma-3-4b-it", "google/gemma-3-4b-it", 12, True, "Gemma 3 4B (text part is trained)"),
-    Choice("gemma-4-E2B-it", "google/gemma-4-E2B-it", 10, False, "Gemma 4, 2B effective (Apache-2.0, no licence click)"),
-    Choice("gemma-4-E4B-it", "google/gemma-4-E4B-it", 14, False, "Gemma 4, 4B effective"),
+    Choice("gemma-3n-E2B-it", "google/gemma-3n-E2B-it", 10, True, "Gemma-3n, 2B effective: the recommended start",
+           "Gemma-3n (Gemma3nForConditionalGeneration)"),
+    Choice("gemma-3n-E4B-it", "google/gemma-3n-E4B-it", 14, True, "Gemma-3n, 4B effective: better, slower",
+           "Gemma-3n (Gemma3nForConditionalGeneration)"),
+    Choice("gemma-3-270m-it", "google/gemma-3-270m-it", 2, True, "tiny; trains even on a CPU", "Gemma 3 text (Gemma3ForCausalLM)"),
+    Choice("gemma-3-1b-it", "google/gemma-3-1b-it", 5, True, "small and quick", "Gemma 3 text (Gemma3ForCausalLM)"),
+    Choice("gemma-3-4b-it", "google/gemma-3-4b-it", 12, True, "Gemma 3 4B (text part is trained)",
+           "Gemma 3 multimodal (Gemma3ForConditionalGeneration)"),
+    Choice("gemma-4-E2B-it", "google/gemma-4-E2B-it", 10, False, "Gemma 4, 2B effective (Apache-2.0, no licence click)",
+           "Gemma 4 (Gemma4ForConditionalGeneration)"),
+    Choice("gemma-4-E4B-it", "google/gemma-4-E4B-it", 14, False, "Gemma 4, 4B effective",
+           "Gemma 4 (Gemma4ForConditionalGeneration)"),
 ]
 
 DEMO_DONE_MARKER = "demo_model.json"
@@ -94,7 +101,8 @@ def ask_choice(vram_gib: float) -> Choice:
     print(f"Which Gemma model? ({gpu})")
     for number, choice in enumerate(CHOICES, 1):
         mark = "  <- default" if choice is default else ""
-        print(f"  {number}. {choice.key:<16} ~{choice.train_vram_gib:>2} GiB VRAM  {choice.note}{mark}")
+        print(f"  {number}. {choice.key:<16} ~{choice.train_vram_gib:>2} GiB VRAM  {choice.note}; tested as "
+              f"{choice.family}{mark}")
     answer = input(f"Number [Enter = {default.key}]: ").strip()
     if not answer:
         return default

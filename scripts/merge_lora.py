@@ -1,8 +1,8 @@
 """Merge the best LoRA adapter of a training run into its base model.
 
 Reads:   output/runs/<run>/run.json and best/ (the latest run, or --run NAME), and the base model folder it names.
-Writes:  output/merged/ — safetensors shards of at most 2 GB, the tokenizer with Gemma's chat template, a
-         generation_config whose stop tokens include <end_of_turn>, and merge.json (which run and adapter).
+Writes:  output/merged/ — safetensors shards of at most 2 GB, the tokenizer with the model's chat template, a
+         generation_config whose stop tokens include the chat template's end-of-turn token, and merge.json (which run and adapter).
          The folder is written as output/merged.partial and renamed at the end, so it is never half-written.
 
 The base is reloaded in 16-bit (bf16; the demo model's float32 stays float32), never the 4-bit training copy.
@@ -35,12 +35,10 @@ from ftg.paths import MERGE_RECORD, merged_dir
 from ftg.runs import best_adapter_dir, find_run, read_run
 
 SECTIONS = ["paths", "export"]
-END_OF_TURN_ID = 106
-"""<end_of_turn> in Gemma 3 / 3n / 4 vocabularies; looked up in the tokenizer, this is only the fallback."""
 
-# Parts of the multimodal Gemma-3n checkpoint that a text-only merge leaves out; llama.cpp puts them in a separate
+# Parts of the multimodal checkpoints (Gemma 3 4B+, 3n, 4) that the text-only merge leaves out; llama.cpp puts them in a separate
 # --mmproj file anyway, and the fine-tune only changes the language model.
-TOWER_MARKERS = ("vision_tower", "audio_tower", "embed_vision", "embed_audio")
+TOWER_MARKERS = ("vision_tower", "audio_tower", "embed_vision", "embed_audio", "multi_modal_projector")
 
 
 def file_sha256(path: Path) -> str:
@@ -75,19 +73,16 @@ def merge_dtype(config):
 
 
 def load_base(base: Path, model_class: str, dtype):
-    """The base model in `dtype`, refusing a checkpoint with missing weights."""
+    """The base model's text model in `dtype` (the class training used), refusing a checkpoint with missing weights."""
     import transformers
 
-    cls = getattr(transformers, model_class, None) if model_class else transformers.AutoModelForCausalLM
-    if cls is None:
+    from ftg.models import load_causal_lm
+
+    cls = getattr(transformers, model_class, None) if model_class else None
+    if model_class and cls is None:
         raise UserError(f"run.json names model_class '{model_class}', which transformers {transformers.__version__} "
                         "does not have. Update the environment with prepare_venv.")
-    model, info = cls.from_pretrained(base, dtype=dtype, output_loading_info=True)
-    missing = [k for k in info.get("missing_keys", []) if k]
-    if missing:
-        raise UserError(f"{base} is incomplete: {len(missing)} weights are missing (first: {missing[0]}). "
-                        "Download the base model again with download_model.")
-    return model
+    return load_causal_lm(base, dtype, model_class=cls)
 
 
 def kv_shared_restorations(model, base: Path) -> dict:
@@ -139,10 +134,11 @@ def already_merged(target: Path, record: dict) -> bool:
 
 
 def save_generation_config(model, tokenizer) -> None:
-    """Stop on <end_of_turn> as well as <eos>, as Gemma's -it checkpoints do."""
-    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
-    if not isinstance(end_of_turn, int) or end_of_turn == tokenizer.unk_token_id:
-        end_of_turn = END_OF_TURN_ID
+    """Stop on the chat template's end-of-turn token (<end_of_turn>, Gemma 4's <turn|>) as well as <eos>, as the -it
+    checkpoints do."""
+    from ftg.chat_template import ChatFormat
+
+    end_of_turn = ChatFormat.from_tokenizer(tokenizer).end_of_turn_id(tokenizer)
     eos = model.generation_config.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
     for token_id in (tokenizer.eos_token_id, end_of_turn):

@@ -125,3 +125,29 @@ def project_copy(tmp_path) -> Path:
     for sub in ("dataset", "data", "output", "models"):
         (root / sub).mkdir(parents=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def hub_gemma3_mm_dir(demo_model_dir) -> Path:
+    """google/gemma-3-4b-it's layout (Gemma3ForConditionalGeneration + SigLIP), tiny and random (tests/hub_layouts.py)."""
+    from hub_layouts import gemma3_multimodal
+
+    return gemma3_multimodal(demo_model_dir, tiny_gemma3_config())
+
+
+@pytest.fixture(scope="session")
+def hub_gemma3n_mm_dir(demo_model_dir) -> Path:
+    """google/gemma-3n-E2B-it's layout (Gemma3nForConditionalGeneration), tiny and random; the timm vision tower is
+    written as tensors under its real names, not instantiated (tests/hub_layouts.py)."""
+    from hub_layouts import gemma3n_multimodal
+
+    return gemma3n_multimodal(demo_model_dir, tiny_gemma3n_config())
+
+
+@pytest.fixture(scope="session")
+def hub_gemma4_mm_dir(demo_model_dir) -> Path:
+    """google/gemma-4-E2B-it's layout (Gemma4ForConditionalGeneration), tiny and random, with a STAND-IN tokenizer:
+    Gemma 3's vocabulary + Gemma 4's special tokens and chat template (tests/hub_layouts.py)."""
+    from hub_layouts import gemma4_multimodal
+
+    return gemma4_multimodal(demo_model_dir)

@@ -93,10 +93,14 @@ def test_exactly_one_bos_and_only_assistant_turns_with_end_of_turn_are_labelled(
         elif current:
             runs.append(current)
             current = []
+    runs += [current] if current else []
     assert [tokenizer.decode(run) for run in runs] == ["Хорошо, спасибо 😊<end_of_turn>", "Bye<end_of_turn>"]
-    # The newline after the last <end_of_turn> and the whole user/system text carry no loss.
-    assert ids[-1] == tokenizer.convert_tokens_to_ids("\n") or tokenizer.decode(ids[-1:]) == "\n"
-    assert labels[-1] == IGNORE_INDEX
+    # The sequence ends where generation stops, at the last <end_of_turn> (the newline after a turn is never
+    # generated); the newline after the first reply and the whole user/system text carry no loss.
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    assert ids[-1] == end_of_turn and labels[-1] == end_of_turn
+    first_end = ids.index(end_of_turn, ids.index(tokenizer.convert_tokens_to_ids("<start_of_turn>"), 3))
+    assert labels[first_end + 1] == IGNORE_INDEX
     # Truncation keeps the start and reports it.
     short = tokenize_conversation(tokenizer, messages, max_seq_len=30)
     assert short["truncated"] and len(short["input_ids"]) == 30

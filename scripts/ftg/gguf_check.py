@@ -7,7 +7,8 @@ Four checks, each run through the llama.cpp runtime (ftg.gguf_run) as LM Studio 
 - logits:    on held-out eval conversations, the share of positions where both pick the same next token (top-1
              agreement) and the mean KL divergence KL(HF || GGUF) of the next-token distributions, in nats;
 - reply:     one greedy reply through the chat template embedded in the GGUF: the prompt must equal HF's, the reply
-             must carry no template tags, and it must end at <end_of_turn> wherever the HF model's reply does.
+             must carry no template tags (thinking tags included), and it must end at the template's end-of-turn
+             token (<end_of_turn>, Gemma 4's <turn|>) wherever the HF model's reply does.
 
 The HF side is computed once (`build_reference`) and then compared with every GGUF (`check_gguf`).
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ftg.chat_template import END_OF_TURN, TEMPLATE_TAGS
+from ftg.chat_template import ChatFormat
 from ftg.errors import UserError
 from ftg.training_data import DataStats, iter_conversations
 
@@ -83,6 +84,10 @@ class Reference:
     reply_stop: int | None
     """The stop token HF's reply ended with, or None when it ran out of tokens."""
     end_of_turn_id: int
+    end_of_turn: str
+    """The chat template's end-of-turn token (<end_of_turn>, Gemma 4's <turn|>)."""
+    tags: tuple[str, ...]
+    """Template tags (thinking and tool tags included) that must never appear in a reply."""
     source: str
     dtype: str
     hf_reply: str
@@ -117,6 +122,7 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
     from ftg.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(merged)
+    chat_format = ChatFormat.from_tokenizer(tokenizer)
     sequences, accepted = [], []
     for messages in conversations:
         try:
@@ -143,7 +149,7 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
     reply_messages = [{"role": "user", "content": first_user["content"][:300]}]
     prompt_text = tokenizer.apply_chat_template(reply_messages, tokenize=False, add_generation_prompt=True)
     prompt = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    end_of_turn = chat_format.end_of_turn_id(tokenizer)
     stops = sorted({end_of_turn, tokenizer.eos_token_id})
     with torch.no_grad():
         out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=reply_tokens, do_sample=False,
@@ -161,6 +167,8 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
         reply_tokens=out[:-1] if stop is not None else out,
         reply_stop=stop,
         end_of_turn_id=end_of_turn,
+        end_of_turn=chat_format.end_of_turn,
+        tags=chat_format.tags,
         source=source,
         dtype=str(dtype).replace("torch.", ""),
         hf_reply=tokenizer.decode(out[:-1] if stop is not None else out),
@@ -208,7 +216,8 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
         result["reply"] = reply
         return result
     with model:
-        reply = {"template_embedded": True, "end_of_turn_is_stop_token": model.is_end_of_generation(ref.end_of_turn_id)}
+        reply = {"template_embedded": True, "end_of_turn": ref.end_of_turn,
+                 "end_of_turn_is_stop_token": model.is_end_of_generation(ref.end_of_turn_id)}
         prompt = model.tokenize(render_prompt(model, ref.reply_messages))
         reply["prompt_matches_hf"] = prompt == ref.reply_prompt
         tokens = list(model.generate(prompt, reply_tokens))
@@ -216,7 +225,7 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
         text = model.detokenize(tokens)
     reply.update(
         text=text,
-        tags_found=[tag for tag in TEMPLATE_TAGS if tag in text],
+        tags_found=[tag for tag in ref.tags if tag in text],
         stopped_at_end_of_turn=stop == ref.end_of_turn_id,
         hf_stopped_at_end_of_turn=ref.reply_stop == ref.end_of_turn_id,
         same_tokens_as_hf=tokens == ref.reply_tokens and stop == ref.reply_stop,
@@ -248,8 +257,9 @@ def problems(result: dict, min_top1: float) -> list[str]:
             found.append("the embedded chat template renders a different prompt than HF")
         if reply["tags_found"]:
             found.append(f"the reply contains template tags {reply['tags_found']}")
+        end = reply.get("end_of_turn", "the end-of-turn token")
         if not reply["end_of_turn_is_stop_token"]:
-            found.append("<end_of_turn> is not a stop token")
+            found.append(f"{end} is not a stop token")
         if reply["hf_stopped_at_end_of_turn"] and not reply["stopped_at_end_of_turn"]:
-            found.append("the reply does not stop at <end_of_turn> where the HF model's does")
+            found.append(f"the reply does not stop at {end} where the HF model's does")
     return found

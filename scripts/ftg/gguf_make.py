@@ -110,10 +110,38 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
     return out
 
 
+PER_LAYER_TABLE_TYPE = {r"^per_layer_token_embd\.weight$": "Q8_0"}
+"""Gemma-3n / Gemma 4: the per-layer embedding table (262144 x layers x 256) stays Q8_0 in every quant: Ollama's
+engine rejects K-quants of it (reported by Unsloth, July 2025), and Q8_0 costs ~0.6 GB more than Q4_K on E2B."""
+
+
+def tensor_types_for(model_dir: Path) -> dict[str, str]:
+    """The per-tensor quant overrides a merged model needs (PER_LAYER_TABLE_TYPE for 3n / 4, else none)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    model_type = config.get("model_type", "")
+    return dict(PER_LAYER_TABLE_TYPE) if model_type.startswith(("gemma3n", "gemma4")) else {}
+
+
+def tensor_type_counts(path: Path) -> dict[str, int]:
+    """{ggml type name: tensors of that type} of a GGUF file, read with the gguf package (nothing is loaded)."""
+    from gguf import GGUFReader
+
+    counts: dict[str, int] = {}
+    for tensor in GGUFReader(str(path)).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def tensor_type_of(path: Path, name: str) -> str | None:
+    from gguf import GGUFReader
+
+    return next((t.tensor_type.name for t in GGUFReader(str(path)).tensors if t.name == name), None)
+
+
 def quantize(source: Path, out: Path, quant: str, tensor_types: dict[str, str] | None = None) -> Path:
     """Quantize a GGUF with llama.cpp into `out` (written as .partial, renamed when complete); returns `out`.
 
-    tensor_types: tensor-name pattern -> type for tensors that keep another type (e.g. per_layer_token_embd: Q8_0).
+    tensor_types: tensor-name pattern -> type for tensors that keep another type, e.g. tensor_types_for(merged).
     """
     runtime_quantize(source, out, quant, tensor_types)
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ftg.chat_template import END_OF_TURN
+from ftg.chat_template import ChatFormat
 from ftg.errors import UserError
 from ftg.llama_runtime import Model, gpu_offload_supported, open_model
 from ftg.paths import GGUF_REPORT
@@ -39,18 +39,25 @@ def open_gguf(path: Path, n_ctx: int | None = None, n_gpu_layers: int = 0, vocab
 
 
 def missing_gguf_hint(output_dir: Path) -> str:
-    """What to do when output/finetuned_gemma.gguf is missing: fix a failed export, or run the export."""
+    """What to do when output/finetuned_gemma.gguf is missing: fix a failed export (what failed, from
+    gguf_report.json), or run the export."""
     import json
 
-    report = Path(output_dir) / GGUF_REPORT
+    report_path = Path(output_dir) / GGUF_REPORT
     try:
-        status = json.loads(report.read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status == "failed":
-        return (f"The last export failed its GGUF check, so no quantized file was made: read {report} (and the "
-                "error convert printed), fix that, then run convert_only.")
-    return "Run convert_to_gguf first (finetune_gemma runs it at the end)."
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = {}
+    if not isinstance(report, dict) or report.get("status") != "failed":
+        return "Run convert_to_gguf first (finetune_gemma runs it at the end)."
+    failed = [row for row in report.get("files", []) if row.get("problems")]
+    why = "; ".join(failed[0]["problems"]) if failed else "see the report"
+    layout = report.get("gemma3n_layout_problems")
+    advice = (" This Gemma-3n departs from the layout llama.cpp hard-codes (" + "; ".join(layout) + "): train on "
+              "google/gemma-3n-E2B-it or E4B-it." if layout else
+              " Fix that (train longer, or another export.gguf_precision), then run convert_only.")
+    return (f"The last export FAILED its GGUF check ({why}), so no quantized file and no Modelfile were made. "
+            f"The figures are in {report_path}.{advice}")
 
 
 def device_description(n_gpu_layers: int) -> str:
@@ -85,7 +92,7 @@ def generate_reply(model: Model, messages: list[dict], max_tokens: int, temperat
     """The model's reply to `messages` (OpenAI-style dicts), through the GGUF's chat template.
 
     temperature 0 is greedy, so the reply is repeatable; otherwise top-k 40 / top-p 0.95 sampling, the usual chat
-    defaults. The reply ends at an end-of-generation token (<end_of_turn>) or after max_tokens. show(text) gets each
+    defaults. The reply ends at an end-of-generation token (<end_of_turn>, <turn|>) or after max_tokens. show(text) gets each
     new piece as it arrives; a character split over two tokens is shown once it is whole.
     """
     tokens, shown = [], ""
@@ -117,21 +124,27 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def chat_format(model: Model) -> ChatFormat:
+    """The turn format of the chat template embedded in the GGUF (end-of-turn token, generation prompt, tags)."""
+    return ChatFormat.from_renderer(lambda messages, add: render_prompt(model, messages, add),
+                                    model.metadata[TEMPLATE_KEY], model.detokenize([model.bos_id]),
+                                    model.detokenize([model.eos_id]), lambda tag: len(model.tokenize(tag)) == 1)
+
+
 def split_reply(model: Model, messages: list[dict]) -> tuple[list[int], list[int], list[int]]:
     """(prompt, reply words, stop) token ids of a conversation whose last message is the reply to score.
 
-    The prompt is the conversation without its last message plus the generation prompt; the reply is the rest of the
-    rendered text up to and including its end-of-turn token. The newline after it is never generated (generation
-    stops at the end of the turn), so it is not scored.
+    The prompt is the conversation without its last message plus the generation prompt (Gemma 4's ends with an empty
+    thinking channel); the reply is its text as the template writes it, then the end-of-turn token. The newline
+    after that token is never generated (generation stops at the end of the turn), so it is not scored.
     """
-    prompt_text = render_prompt(model, messages[:-1], add_generation_prompt=True)
-    full_text = render_prompt(model, messages, add_generation_prompt=False)
-    if not full_text.startswith(prompt_text):
-        raise UserError("the GGUF's chat template renders a conversation that does not extend its prompt; make the "
-                        "GGUF again with convert_only")
-    reply_text = full_text[len(prompt_text):].rstrip("\n")
-    words_text = reply_text.removesuffix(END_OF_TURN)
-    return (model.tokenize(prompt_text), model.tokenize(words_text), model.tokenize(reply_text[len(words_text):]))
+    fmt = chat_format(model)
+    try:
+        prompt_text, words_text = fmt.reply_parts(lambda part, add: render_prompt(model, part, add), messages)
+    except ValueError:
+        raise UserError("the GGUF's chat template renders a reply unlike its generation prompt; make the GGUF again "
+                        "with convert_only") from None
+    return model.tokenize(prompt_text), model.tokenize(words_text), model.tokenize(fmt.end_of_turn)
 
 
 def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: int = -1, desc: str = "") -> dict:

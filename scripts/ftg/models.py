@@ -53,35 +53,65 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def text_model_class(model_config):
-    """The class that loads just the text model of a checkpoint.
+TEXT_CLASSES = {
+    "gemma3": "Gemma3ForCausalLM", "gemma3_text": "Gemma3ForCausalLM",
+    "gemma3n": "Gemma3nForCausalLM", "gemma3n_text": "Gemma3nForCausalLM",
+    "gemma4": "Gemma4ForCausalLM", "gemma4_text": "Gemma4ForCausalLM",
+}
+"""config model_type -> the text-only class that training, merging and the GGUF check load.
 
-    Gemma-3n checkpoints are multimodal (Gemma3nForConditionalGeneration, with audio and vision towers that need
-    timm); Gemma3nForCausalLM reads only their language-model weights, so the towers are never loaded. Other models
-    go through AutoModelForCausalLM (Gemma 3 4B keeps its vision tower, which LoRA leaves frozen).
-    """
+The multimodal checkpoints (Gemma3/3n/4ForConditionalGeneration) hold the language model under
+model.language_model.*; loading it into the text class leaves the vision and audio towers on disk: the fine-tune
+never changes them, training needs no memory for them, and Gemma-3n's vision tower would need timm."""
+
+LANGUAGE_MODEL_KEYS = {r"^model\.language_model\.": "model.", r"^language_model\.model\.": "model."}
+"""Checkpoint key -> text-class key: 3n and 4 keep model.language_model.*, Gemma 3 4B+ keeps the older
+language_model.model.* (transformers 5.24 saves it back in that form too); a text-only checkpoint has neither."""
+
+
+def text_model_class(model_config):
+    """The class that loads just the text model of a checkpoint (AutoModelForCausalLM for other models)."""
     import transformers
 
-    if model_config.model_type in ("gemma3n", "gemma3n_text"):
-        return transformers.Gemma3nForCausalLM
-    return transformers.AutoModelForCausalLM
+    name = TEXT_CLASSES.get(model_config.model_type)
+    return getattr(transformers, name) if name else transformers.AutoModelForCausalLM
+
+
+def is_multimodal(model_config) -> bool:
+    return model_config.model_type in ("gemma3", "gemma3n", "gemma4")
 
 
 def load_causal_lm(model_dir: Path, dtype, model_class=None, **kwargs):
-    """Load a causal LM and refuse one with weights that were missing from the checkpoint (randomly initialised).
+    """The text model of a checkpoint, refusing one with weights missing from it (randomly initialised).
 
-    model_class: e.g. text_model_class(config); default AutoModelForCausalLM.
+    model_class: default text_model_class(config). For a multimodal checkpoint only the language model is read; the
+    tower tensors it leaves on disk are counted in one line instead of transformers' table of unexpected keys.
     """
-    from transformers import AutoModelForCausalLM
+    import transformers
+    from transformers import AutoConfig
 
-    model_class = model_class or AutoModelForCausalLM
-    model, info = model_class.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **kwargs)
+    config = AutoConfig.from_pretrained(model_dir)
+    model_class = model_class or text_model_class(config)
+    if is_multimodal(config) and model_class.__name__.endswith("ForCausalLM"):
+        kwargs.setdefault("config", config.get_text_config())
+        kwargs.setdefault("key_mapping", LANGUAGE_MODEL_KEYS)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the unexpected-keys table: the towers, left out on purpose
+    try:
+        model, info = model_class.from_pretrained(model_dir, dtype=dtype, output_loading_info=True, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
     missing = [k for k in info.get("missing_keys", []) if k]
     if missing:
         raise UserError(
             f"{model_dir} is incomplete: {len(missing)} weights are missing (first: {missing[0]}). "
             "Download the model again with download_model."
         )
+    unexpected = [k for k in info.get("unexpected_keys", []) if k]
+    if unexpected:
+        towers = sorted({k.split(".")[1] if k.startswith("model.") else k.split(".")[0] for k in unexpected})
+        print(f"  Loaded the language model only; {len(unexpected)} tensors of {', '.join(towers)} stay on disk "
+              "(the fine-tune does not change them).")
     return model
 
 
@@ -91,13 +121,10 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
     plan: an ftg.device_plan.DevicePlan (method, precision, checkpointing and memory levers).
     """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig
-
     from ftg.chunked_loss import enable_chunked_loss
     from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
     from ftg.device_plan import KEEP_OUT_OF_4BIT, LORA_TARGET_REGEX
 
-    model_config = AutoConfig.from_pretrained(model_dir)
     kwargs = {}
     if plan.quantize_4bit:
         from transformers import BitsAndBytesConfig
@@ -111,7 +138,7 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
         )
     if plan.device == "cuda":
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = load_causal_lm(model_dir, plan.dtype, model_class=text_model_class(model_config), **kwargs)
+    model = load_causal_lm(model_dir, plan.dtype, **kwargs)
     # Training passes no cache: the KV-shared layers of Gemma-3n read K/V from their source layer directly, and
     # packed batches need cache=None so transformers builds a per-conversation attention mask from position_ids.
     model.config.use_cache = False

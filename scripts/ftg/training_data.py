@@ -4,10 +4,10 @@ Each line of train_dataset.jsonl / eval_dataset.jsonl is {"messages": [{"role", 
 conversation is rendered with the tokenizer's own chat template (the official Gemma one) and tokenized once, without
 adding special tokens, because the template already writes the single `<bos>`.
 
-Labels: only the assistant ("model") turns carry a label, each including its `<end_of_turn>` so the model learns
-to stop; the user turns, the system text, the turn headers and the newline after `<end_of_turn>` are -100. The
-assistant spans are found by rendering the growing prefixes of the conversation with the same template and
-comparing token counts, so the template saved with the model stays the official one (trl's assistant_only_loss
+Labels: only the assistant ("model") turns carry a label, each including its end-of-turn token (`<end_of_turn>`,
+Gemma 4's `<turn|>`) so the model learns to stop; the user turns, the system text, the turn headers, Gemma 4's empty
+thinking channel and the newline after a turn are -100 (see ftg.chat_template.ChatFormat). The assistant spans are
+found by rendering the growing prefixes of the conversation with the same template and comparing token counts, so the template saved with the model stays the official one (trl's assistant_only_loss
 would need `{% generation %}` markers, which Gemma's template does not have).
 """
 
@@ -100,29 +100,45 @@ def render_ids(tokenizer, messages: list[dict], add_generation_prompt: bool = Fa
     return _ids(tokenizer, text)
 
 
-def tokenize_conversation(tokenizer, messages: list[dict], max_seq_len: int) -> dict:
-    """{"input_ids", "labels", "truncated"} for one conversation; labels only on assistant turns + <end_of_turn>.
+def tokenize_conversation(tokenizer, messages: list[dict], max_seq_len: int, chat_format=None) -> dict:
+    """{"input_ids", "labels", "truncated"} for one conversation; labels only on the model's turns and each turn's
+    end-of-turn token.
 
+    The sequence ends with the last reply exactly as an app prompts for it: the generation prompt (Gemma 4's ends
+    with an empty thinking channel, which a rendered past reply lacks), the reply, its end-of-turn token. Earlier
+    replies keep the form the template gives them as history, which is what the model sees of them when it answers.
+    chat_format: ChatFormat.from_tokenizer(tokenizer), passed in so it is read once per file.
     Raises ValueError (with a reason) when the conversation cannot be used.
     """
+    from ftg.chat_template import ChatFormat
+
+    chat_format = chat_format or ChatFormat.from_tokenizer(tokenizer)
+
+    def render(part, add_generation_prompt=False):
+        return tokenizer.apply_chat_template(part, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     try:
-        input_ids = render_ids(tokenizer, messages)
+        prompt, reply = chat_format.reply_parts(render, messages[: last + 1])
+        spans = []  # (start, end) character spans of the text to train: each reply and its end-of-turn token
+        for index in range(last):
+            if messages[index]["role"] == "assistant":
+                start = len(render(messages[:index])) + len(chat_format.model_header)
+                end = len(render(messages[: index + 1]).rstrip("\n"))
+                spans.append((start, end))
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
     except Exception as exc:  # the template raises on e.g. two user turns in a row
         raise ValueError(f"the chat template refused it: {exc}") from None
-    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    text = prompt + reply + chat_format.end_of_turn
+    spans.append((len(prompt), len(text)))
+    input_ids = _ids(tokenizer, text)
     labels = [IGNORE_INDEX] * len(input_ids)
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = render_ids(tokenizer, messages[:index], add_generation_prompt=True)
-        through = render_ids(tokenizer, messages[: index + 1])
+    for start, end in spans:
+        before, through = _ids(tokenizer, text[:start]), _ids(tokenizer, text[:end])
         if input_ids[: len(through)] != through or through[: len(before)] != before:
             raise ValueError("its tokens change when the conversation grows (unusual text at a turn boundary)")
-        # `through` ends with "<end_of_turn>\n": the reply and its <end_of_turn> are trained, the newline is not.
-        end = len(through)
-        while end > len(before) and through[end - 1] != end_of_turn:
-            end -= 1
-        labels[len(before) : end] = input_ids[len(before) : end]
+        labels[len(before) : len(through)] = input_ids[len(before) : len(through)]
     if input_ids.count(tokenizer.bos_token_id) != 1 or input_ids[0] != tokenizer.bos_token_id:
         raise ValueError(f"it does not start with exactly one <bos> (found {input_ids.count(tokenizer.bos_token_id)})")
     truncated = len(input_ids) > max_seq_len
@@ -137,12 +153,15 @@ def build_dataset(tokenizer, path: Path, max_seq_len: int):
     from datasets import Dataset
     from tqdm import tqdm
 
+    from ftg.chat_template import ChatFormat
+
     stats = DataStats()
     conversations = read_conversations(path, stats)
+    chat_format = ChatFormat.from_tokenizer(tokenizer)
     rows = {"input_ids": [], "labels": []}
     for number, messages in enumerate(tqdm(conversations, desc=f"tokenizing {path.name}", unit="conv"), start=1):
         try:
-            sample = tokenize_conversation(tokenizer, messages, max_seq_len)
+            sample = tokenize_conversation(tokenizer, messages, max_seq_len, chat_format)
         except ValueError as exc:
             stats.skipped.append(f"{path.name} conversation {number}: {exc}")
             continue
