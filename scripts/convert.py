@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         import pipeline  # merge (unless --skip-merge) -> this stage -> the style report -> app hints
 
         cfg = config_from_args(args)
+        check_settings(cfg.export)  # a wrong quant type or precision is said before anything is merged
         if getattr(args, "export.quant") is None and sys.stdin.isatty():
             normalize_quants(cfg.export.quant, [])
             cfg.export.quant = choose_quant(cfg.export.quant, estimate_parameters(cfg, args.run))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -142,9 +143,8 @@ def repair_runtime() -> str:
     if ok:
         return "loads"
     if platform.system() == "Linux" and "GLIBC_2.38" in error:
-        import llama_cpp_py_sync  # the package itself imports without loading libllama
-
-        folder = Path(llama_cpp_py_sync.__file__).parent
+        # Found, not imported: only ftg/llama_runtime.py loads the runtime (tests/test_structure.py).
+        folder = Path(importlib.util.find_spec("llama_cpp_py_sync").submodule_search_locations[0])
         for library in sorted(folder.glob("lib*.so*")):
             _unask_glibc_238(library)
         ok, error = _runtime_loads()
