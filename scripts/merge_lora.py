@@ -226,7 +226,11 @@ def run(cfg, run_name: str = "", force: bool = False) -> Path:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     print(f"Saving to {target} (shards of at most {cfg.export.max_shard_size})...")
-    model.save_pretrained(partial, state_dict=state, max_shard_size=cfg.export.max_shard_size)
+    # save_original_format=False: the merged text model keeps its own key names (model.layers...). By default
+    # transformers 5 writes the names of the checkpoint it was loaded from (language_model.model... for a multimodal
+    # Gemma), which the text class the config names does not read back: every weight would be "missing".
+    model.save_pretrained(partial, state_dict=state, max_shard_size=cfg.export.max_shard_size,
+                          save_original_format=False)
     tokenizer.save_pretrained(partial)
     record.update(dtype=str(dtype).replace("torch.", ""), restored_tensors=sorted(restored), left_out=left_out,
                   merged_at=time.strftime("%Y-%m-%d %H:%M:%S"), seconds=round(time.time() - started, 1))

@@ -179,21 +179,17 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
 # ------------------------------------------------------------------------------------------------ the stages
 
 
-def _gguf_runtime_ready() -> str:
-    """Why the export stages cannot run here ('' when they can): llama.cpp's runtime and converter."""
-    from ftg.paths import CONVERTER_SCRIPT
-
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return "llama-cpp-python is not installed"
-    return "" if CONVERTER_SCRIPT.exists() else f"llama.cpp's converter is missing ({CONVERTER_SCRIPT})"
+GEMMA4_STAND_IN_EXPORT = pytest.mark.xfail(strict=True, reason=(
+    "known failure, issue 13 open: the Gemma 4 stand-in tokenizer (Gemma 3's vocabulary + Gemma 4's special tokens) "
+    "converts to a GGUF whose tokenization differs from HF on one text and on the chat template's tokens, so the "
+    "export's check refuses it (seen 2026-12-01); strict, so a fix shows up as XPASS"))
 
 
-@pytest.mark.parametrize("fixture", list(FAMILIES))
+@pytest.mark.parametrize("fixture", [pytest.param(f, marks=GEMMA4_STAND_IN_EXPORT) if f == "hub_gemma4_mm_dir" else f
+                                     for f in FAMILIES])
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
-    """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then, where llama.cpp is
-    installed, convert (F16 + Q4_K_M and their checks), chat and report."""
+    """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then convert (F16 + Q4_K_M
+    and their checks through the llama.cpp runtime that prepare_venv installs)."""
     import download_model
     import finetune_gemma
     import merge_lora
@@ -230,12 +226,14 @@ def test_every_family_goes_through_the_stages(fixture, request, project_copy, ca
     assert keys and not any(m in k for k in keys for m in merge_lora.TOWER_MARKERS)
     record = json.loads((merged / "merge.json").read_text(encoding="utf-8"))
     assert bool(record["left_out"]) == (architecture != text_class)
+    import torch
+
+    from ftg.models import load_causal_lm
+
+    load_causal_lm(merged, torch.float32)  # the text class reads every weight back (none missing, none random)
     generation = json.loads((merged / "generation_config.json").read_text(encoding="utf-8"))
     assert 106 in generation["eos_token_id"] and load_tokenizer(merged).convert_tokens_to_ids(end) == 106
 
-    why_not = _gguf_runtime_ready()
-    if why_not:
-        pytest.skip(f"export stages not run: {why_not}")
     import convert
 
     from ftg.errors import UserError
