@@ -1,6 +1,7 @@
 """Speed/memory levers of issue 7, checked for correctness on a tiny Gemma-3n (their effect is measured by bench/).
 
-- ftg.chunked_loss: the same loss and gradients as the model's own loss, softcap included.
+- ftg.chunked_loss: the same loss and gradients as the model's own loss, softcap included, on both of its paths
+  (fused: gradient computed in forward; recompute: logits recomputed in backward), with lm_head trained or frozen.
 - ftg.cpu_embeddings: the per-layer embedding table moved to the CPU gives the same logits and gradients.
 """
 
@@ -48,8 +49,10 @@ def _loss_and_grads(model, input_ids, labels, position_ids, **kwargs):
     return loss.detach(), grads
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "recompute"])
+@pytest.mark.parametrize("frozen_head", [False, True], ids=["head_trained", "head_frozen"])
 @pytest.mark.parametrize("num_items", [None, 23])
-def test_chunked_loss_matches_model_loss_and_gradients(num_items):
+def test_chunked_loss_matches_model_loss_and_gradients(num_items, frozen_head, fused):
     input_ids, labels, position_ids = _packed_batch()
     kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
     model = _tiny_gemma3n()
@@ -58,8 +61,10 @@ def test_chunked_loss_matches_model_loss_and_gradients(num_items):
         logits = model(input_ids=input_ids, position_ids=position_ids).logits
     assert logits.abs().max() > 25, "the softcap must be exercised (logits near +-30)"
 
+    if frozen_head:  # as under LoRA: the tied embedding / lm_head gets no gradient, only the hidden states do
+        model.lm_head.weight.requires_grad_(False)
     plain_loss, plain_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
-    enable_chunked_loss(model, chunk_tokens=7)  # 24 labelled tokens -> 4 chunks, the last one partial
+    enable_chunked_loss(model, chunk_tokens=7, fused=fused)  # 24 labelled tokens -> 4 chunks, the last one partial
     chunked_loss, chunked_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
 
     assert torch.isfinite(plain_loss)
