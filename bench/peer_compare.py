@@ -164,13 +164,16 @@ def row_trl(job: dict, clock, best: bool):
     from trl import SFTConfig, SFTTrainer
 
     dataset = load_dataset("json", data_files=job["train_file"], split="train").select_columns(["messages"])
+    # padding_free without packing refuses a max_length (it could not enforce it): the data stage already cut every
+    # conversation at 1024 tokens (data.max_example_tokens), so None changes nothing here.
     recipe = dict(padding_free=True, assistant_only_loss=True, gradient_checkpointing=False) if best else {}
+    max_length = None if best else job["max_length"]
     args = SFTConfig(
         output_dir=job["run_dir"], max_steps=job["steps"], per_device_train_batch_size=job["micro_batch"],
         gradient_accumulation_steps=job["grad_accum"], learning_rate=job["learning_rate"],
         lr_scheduler_type="cosine", warmup_steps=job["warmup"], weight_decay=0.0, max_grad_norm=1.0,
         logging_steps=1, save_strategy="no", report_to="none", bf16=False, use_cpu=True,
-        max_length=job["max_length"], seed=job["seed"], data_seed=job["seed"], dataloader_num_workers=0, **recipe)
+        max_length=max_length, seed=job["seed"], data_seed=job["seed"], dataloader_num_workers=0, **recipe)
     model = AutoModelForCausalLM.from_pretrained(job["model"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     if best:
@@ -193,6 +196,16 @@ def row_trl(job: dict, clock, best: bool):
 
 
 def row_llamafactory(job: dict, clock):
+    import types
+
+    try:
+        import torchaudio  # noqa: F401
+        note = ""
+    except ImportError:
+        # llamafactory/data/mm_plugin.py imports torchaudio at import time, for audio inputs only. PyPI has no
+        # torchaudio built for torch 2.13 (the torch every row here runs), so text SFT gets an empty stand-in.
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+        note = "torchaudio absent: an empty module stands in (audio only; text SFT never calls it)"
     from llamafactory.train.tuner import run_exp
 
     work = Path(job["run_dir"])
@@ -205,7 +218,9 @@ def row_llamafactory(job: dict, clock):
     args = {  # the keys of a `llamafactory-cli train` yaml
         "model_name_or_path": job["model"], "stage": "sft", "do_train": True, "finetuning_type": "lora",
         "lora_rank": job["lora_r"], "lora_alpha": job["lora_alpha"], "lora_dropout": job["lora_dropout"],
-        "lora_target": ",".join(LORA_TARGETS), "dataset": "ftg", "dataset_dir": str(data_dir), "template": "gemma3",
+        "lora_target": ",".join(LORA_TARGETS), "dataset": "ftg", "dataset_dir": str(data_dir),
+        # "gemma" is Gemma 3's text format; LLaMA-Factory's "gemma3" adds the image plugin, which wants a processor
+        "template": "gemma",
         "cutoff_len": job["max_length"], "overwrite_cache": True, "output_dir": str(work / "out"),
         "logging_steps": 1, "save_strategy": "no", "plot_loss": False, "overwrite_output_dir": True,
         "report_to": "none", "per_device_train_batch_size": job["micro_batch"],
@@ -216,7 +231,7 @@ def row_llamafactory(job: dict, clock):
     }
     (work / "llamafactory.yaml").write_text("\n".join(f"{k}: {v}" for k, v in args.items()) + "\n")
     run_exp(args=args, callbacks=[clock])
-    return {"gradient_checkpointing": True, "yaml": str(work / "llamafactory.yaml")}
+    return {"gradient_checkpointing": True, "yaml": str(work / "llamafactory.yaml"), "note": note}
 
 
 def worker(job_file: Path) -> None:
