@@ -389,6 +389,63 @@ def ratios(results: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), figures
 
 
+HEAD_PASSES = {"ours": 4, "ours_recompute": 6, "trl_default": 4, "trl_best": 4, "llamafactory": 4}
+"""FLOPs per projected position per lm_head weight: 2 forward + 2 input gradient (the head is frozen under LoRA); the
+recompute path adds a second forward. TRL 1.16's fused LM head is counted as fused (an assumption: not profiled)."""
+HEAD_ON_LABELLED_ONLY = {"ours", "ours_recompute", "trl_default", "trl_best"}
+"""Rows that project only positions with a label (ftg.chunked_loss; TRL's fused_lm_head). LLaMA-Factory runs the
+model's own loss: logits for every fed position, padding included."""
+
+
+def shape_of(model_name: str | None, model_dir: str | None) -> dict:
+    """Frozen linear weights of the body, LoRA weights (r=16) and lm_head weights, counted on the meta device."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from ftg.device_plan import parameter_counts
+    from train_throughput import REAL_MODELS, make_config
+
+    config = make_config(REAL_MODELS[model_name]) if model_name else AutoConfig.from_pretrained(model_dir)
+    text = config.get_text_config()
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(text)
+    body = sum(m.weight.numel() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head")
+    return {"body": body, "lora": parameter_counts(config, 16)["lora"], "head": text.vocab_size * text.hidden_size}
+
+
+def flops_per_real_token(result: dict, shape: dict) -> float:
+    """Training FLOPs per real token of a row, from its measured padding, labelled share and checkpointing."""
+    fed = 1 / (1 - result["padding_fraction"])  # fed tokens per real token
+    real_per_step = result["real_tokens"] / max(1, result["steps"])
+    labelled = result["labelled_tokens_per_step"] / real_per_step  # labelled positions per real token
+    body = 4 * shape["body"] + 6 * shape["lora"] + (2 * shape["body"] if result["gradient_checkpointing"] else 0)
+    projected = labelled if result["row"] in HEAD_ON_LABELLED_ONLY else fed
+    return body * fed + HEAD_PASSES[result["row"]] * shape["head"] * projected
+
+
+def predictions(results: list[dict], model_dir: str, targets: list[str]) -> tuple[str, dict]:
+    """ours / each peer in FLOPs per real token: at the measured model (to check against the measurement) and at each
+    target's real shapes, with the padding, labelled share and checkpointing each row had here."""
+    ours = best_of(results, "ours")
+    if ours is None:
+        return "", {}
+    shapes = {"measured model": shape_of(None, model_dir), **{t: shape_of(t, None) for t in targets}}
+    lines, figures = [], {}
+    for row in [r for r in ROWS + OPTIONAL_ROWS if r != "ours"]:
+        peer = best_of(results, row)
+        if peer is None:
+            continue
+        measured = ours["real_tokens_per_s"] / peer["real_tokens_per_s"]
+        predicted = {name: flops_per_real_token(peer, shape) / flops_per_real_token(ours, shape)
+                     for name, shape in shapes.items()}
+        figures[row] = {"measured": measured, **predicted}
+        lines.append(f"ours vs {row:<15} measured x{measured:.2f}; predicted from FLOPs: "
+                     + ", ".join(f"{name} x{value:.2f}" for name, value in predicted.items()))
+    return "\n".join(lines), figures
+
+
 def run(args) -> Path:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -426,13 +483,21 @@ def run(args) -> Path:
             report["results"].append(result)
             out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
     report["machine_end"] = machine_load()
+    return print_report(report, out_json, args.predict_for)
+
+
+def print_report(report: dict, out_json: Path, targets: list[str]) -> Path:
     text, report["ratios"] = ratios(report["results"])
+    predicted, report["predicted_ratios"] = predictions(report["results"], report["job"]["model"], targets)
     out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
     print(f"\nmachine: {report['machine_start']} at the start, {report['machine_end']} at the end "
           "(shared machines make these noisy)")
     print(table(report["results"]))
     print("\nratios (each row's best repeat):\n" + text)
-    if args.tiny:
+    if predicted:
+        print("\nratios predicted from training FLOPs per real token (each row's padding, labelled share and "
+              "checkpointing as measured):\n" + predicted)
+    if report["tiny"]:
         print("note: --tiny is a smoke test of the bench, not a performance figure")
     print(f"\nWrote {out_json}")
     return out_json
@@ -453,7 +518,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=1024, help="tokens per conversation at most (default 1024)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"venvs, data, runs (default {DEFAULT_WORK})")
     parser.add_argument("--out", type=Path, default=ROOT / "output" / "bench", help="folder for peer_compare.json")
+    parser.add_argument("--predict-for", nargs="*", default=["gemma-3n-E2B"],
+                        help="real shapes (bench/train_throughput.py) to predict the ratios for (default gemma-3n-E2B)")
+    parser.add_argument("--report", type=Path, help="print the tables of a peer_compare.json again; run nothing")
     args = parser.parse_args(argv)
+    if args.report:
+        print_report(json.loads(args.report.read_text(encoding="utf-8")), args.report, args.predict_for)
+        return 0
     if args.worker:
         worker(args.worker)
         return 0
