@@ -114,3 +114,22 @@ def test_per_layer_embeddings_on_cpu_compute_the_same():
 @requires_gpu
 def test_per_layer_embeddings_on_cpu_leave_the_gpu():
     _per_layer_embedding_round_trip("cuda")
+
+
+def test_plan_says_what_it_traded():
+    """Plenty of memory: the fastest setting and no notes. Less: the plan says what it gave up, and why."""
+    from conftest import tiny_gemma3_config
+    from ftg.config import TrainConfig
+    from ftg.device_plan import plan_device
+
+    config = tiny_gemma3_config()  # 262k vocabulary: one 1024-token chunk of logits is ~4 GiB
+    roomy = plan_device(config, 64 * 1024**3, TrainConfig())
+    assert not roomy.gradient_checkpointing and roomy.micro_batch == 8 and roomy.notes == []
+    # 8 GiB of RAM = 4 GiB budget: micro-batch 8 x 1024 is predicted over it.
+    auto = plan_device(config, 8 * 1024**3, TrainConfig())
+    assert auto.micro_batch < 8 and f"micro-batch {auto.micro_batch}, not 8" in " ".join(auto.notes)
+    # 8 x 1024 tokens: 4.547 GiB predicted without checkpointing, 4.513 GiB with it; a 4.53 GiB budget (CPU: half
+    # the RAM) fits only the second.
+    fixed = plan_device(config, int(2 * 4.53 * 1024**3), TrainConfig(micro_batch="8", max_seq_len="1024"))
+    assert fixed.gradient_checkpointing
+    assert any(n.startswith("gradient checkpointing on") and "budget" in n for n in fixed.notes), fixed.notes
