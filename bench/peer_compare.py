@@ -152,6 +152,7 @@ def row_ours(job: dict, clock, fused: bool = True):
     train_ds, _, _ = build_dataset(tokenizer, Path(job["train_file"]), plan.max_seq_len)
     trainer = build_trainer(model, tokenizer, train_ds, train_ds.select(range(2)), plan, cfg,
                             Path(job["run_dir"]), callbacks=[clock])
+    trainer.args.logging_steps = 1  # build_trainer logs every min(10, eval_every // 5) steps; every row logs each step
     trainer.train()
     return {"gradient_checkpointing": plan.gradient_checkpointing, "plan_notes": plan.notes}
 
@@ -490,7 +491,7 @@ def print_report(report: dict, out_json: Path, targets: list[str]) -> Path:
     text, report["ratios"] = ratios(report["results"])
     predicted, report["predicted_ratios"] = predictions(report["results"], report["job"]["model"], targets)
     out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print(f"\nmachine: {report['machine_start']} at the start, {report['machine_end']} at the end "
+    print(f"\nmachine: {report['machine_start']} at the start, {report.get('machine_end', '(run stopped early)')} at the end "
           "(shared machines make these noisy)")
     print(table(report["results"]))
     print("\nratios (each row's best repeat):\n" + text)
