@@ -1,6 +1,7 @@
 """Speed/memory levers of issue 7, checked for correctness on a tiny Gemma-3n (their effect is measured by bench/).
 
-- ftg.chunked_loss: the same loss and gradients as the model's own loss, softcap included.
+- ftg.chunked_loss: the same loss and gradients as the model's own loss, softcap included, on both of its paths
+  (fused: gradient computed in forward; recompute: logits recomputed in backward), with lm_head trained or frozen.
 - ftg.cpu_embeddings: the per-layer embedding table moved to the CPU gives the same logits and gradients.
 """
 
@@ -48,8 +49,10 @@ def _loss_and_grads(model, input_ids, labels, position_ids, **kwargs):
     return loss.detach(), grads
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "recompute"])
+@pytest.mark.parametrize("frozen_head", [False, True], ids=["head_trained", "head_frozen"])
 @pytest.mark.parametrize("num_items", [None, 23])
-def test_chunked_loss_matches_model_loss_and_gradients(num_items):
+def test_chunked_loss_matches_model_loss_and_gradients(num_items, frozen_head, fused):
     input_ids, labels, position_ids = _packed_batch()
     kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
     model = _tiny_gemma3n()
@@ -58,8 +61,10 @@ def test_chunked_loss_matches_model_loss_and_gradients(num_items):
         logits = model(input_ids=input_ids, position_ids=position_ids).logits
     assert logits.abs().max() > 25, "the softcap must be exercised (logits near +-30)"
 
+    if frozen_head:  # as under LoRA: the tied embedding / lm_head gets no gradient, only the hidden states do
+        model.lm_head.weight.requires_grad_(False)
     plain_loss, plain_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
-    enable_chunked_loss(model, chunk_tokens=7)  # 24 labelled tokens -> 4 chunks, the last one partial
+    enable_chunked_loss(model, chunk_tokens=7, fused=fused)  # 24 labelled tokens -> 4 chunks, the last one partial
     chunked_loss, chunked_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
 
     assert torch.isfinite(plain_loss)
@@ -109,3 +114,22 @@ def test_per_layer_embeddings_on_cpu_compute_the_same():
 @requires_gpu
 def test_per_layer_embeddings_on_cpu_leave_the_gpu():
     _per_layer_embedding_round_trip("cuda")
+
+
+def test_plan_says_what_it_traded():
+    """Plenty of memory: the fastest setting and no notes. Less: the plan says what it gave up, and why."""
+    from conftest import tiny_gemma3_config
+    from ftg.config import TrainConfig
+    from ftg.device_plan import plan_device
+
+    config = tiny_gemma3_config()  # 262k vocabulary: one 1024-token chunk of logits is ~4 GiB
+    roomy = plan_device(config, 64 * 1024**3, TrainConfig())
+    assert not roomy.gradient_checkpointing and roomy.micro_batch == 8 and roomy.notes == []
+    # 8 GiB of RAM = 4 GiB budget: micro-batch 8 x 1024 is predicted over it.
+    auto = plan_device(config, 8 * 1024**3, TrainConfig())
+    assert auto.micro_batch < 8 and f"micro-batch {auto.micro_batch}, not 8" in " ".join(auto.notes)
+    # 8 x 1024 tokens: 4.547 GiB predicted without checkpointing, 4.513 GiB with it; a 4.53 GiB budget (CPU: half
+    # the RAM) fits only the second.
+    fixed = plan_device(config, int(2 * 4.53 * 1024**3), TrainConfig(micro_batch="8", max_seq_len="1024"))
+    assert fixed.gradient_checkpointing
+    assert any(n.startswith("gradient checkpointing on") and "budget" in n for n in fixed.notes), fixed.notes

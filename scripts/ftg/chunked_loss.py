@@ -11,8 +11,14 @@ The function applies `final_logit_softcapping` (Gemma-3n: 30.0) exactly as the m
 sum / num_items_in_batch when the Trainer passes it, else the mean over labelled tokens), so training computes the
 same function as inference and the same loss as the plain path (tests/test_training_levers.py checks loss and gradients within 1e-5).
 
-liger-kernel and cut-cross-entropy do this in fused Triton/CUDA kernels (faster, no recompute) but need CUDA, and
-liger has no Gemma-3n patch; this plain-torch version runs everywhere.
+Two ways to get the gradient (issue 17):
+- fused (the default): the gradient with respect to the hidden states is computed in the forward pass, chunk by
+  chunk, while that chunk's logits exist (softmax - one-hot, times the softcap's derivative, @ lm_head.weight), and
+  kept ([labelled tokens x hidden], a few MB); the backward only scales it. Two vocabulary-wide matmuls per
+  labelled token instead of three, and no more memory than the recompute path (one chunk's logits at a time).
+  liger-kernel's fused linear cross-entropy does the same in Triton, on CUDA only; this is plain torch.
+- recompute: each chunk under torch.utils.checkpoint, its logits recomputed in backward (the issue-7 version; a
+  third 262k-wide matmul per labelled token). Kept to measure the fused path against (bench/peer_compare.py).
 
 Use: `enable_chunked_loss(model)` on the model (PEFT-wrapped or not) before building the Trainer;
 finetune_gemma.load_model_for_training does it unless train.loss_chunk_tokens is 0.
@@ -42,6 +48,54 @@ def _chunk_loss_sum(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """sum of cross_entropy(softcap(hidden @ weight.T), targets); gradients computed in forward, chunk by chunk.
+
+    hidden: [n, h] (labelled positions only), weight: [vocab, h], targets: [n] (no -100 left).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, softcap, chunk_tokens, need_hidden_grad, need_weight_grad):
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_hidden_grad else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight_grad else None
+        for start in range(0, targets.shape[0], chunk_tokens):
+            h, t = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
+            logits = h @ weight.t()
+            if softcap is not None:  # exactly the model's forward: logits / cap -> tanh -> * cap, in the compute dtype
+                tanh = torch.tanh(logits / softcap)
+                logits = tanh * softcap
+            logits = logits.float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits (one [chunk x vocab] buffer)
+            grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+            if softcap is not None:
+                grad.mul_(1.0 - tanh.float().square())  # d(cap * tanh(x / cap)) / dx
+            grad = grad.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start:start + chunk_tokens] = grad @ weight
+            if grad_weight is not None:
+                grad_weight += (grad.t() @ h).float()
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        hidden = None if grad_hidden is None else grad_hidden * grad_total.to(grad_hidden.dtype)
+        weight = None if grad_weight is None else (grad_weight * grad_total).to(ctx.weight_dtype)
+        return hidden, weight, None, None, None, None, None
+
+
+def fused_loss_applies(lm_head: torch.nn.Module) -> bool:
+    """The fused path needs a plain bias-free Linear head (Gemma's tied, frozen lm_head under LoRA is one)."""
+    return type(lm_head) is torch.nn.Linear and lm_head.bias is None
+
+
 def chunked_causal_lm_loss(
     hidden_states: torch.Tensor,
     lm_head: torch.nn.Module,
@@ -50,6 +104,7 @@ def chunked_causal_lm_loss(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     num_items_in_batch: torch.Tensor | int | None = None,
     shift_labels: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
     """Cross-entropy of lm_head(hidden_states) against the next-token labels, computed chunk by chunk.
 
@@ -65,6 +120,12 @@ def chunked_causal_lm_loss(
     # skip their 262k-wide projection entirely.
     keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
     hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
+    if fused and fused_loss_applies(lm_head):
+        grad_on = torch.is_grad_enabled()
+        total = FusedLinearCrossEntropy.apply(hidden, lm_head.weight, targets, softcap, chunk_tokens,
+                                              grad_on and hidden.requires_grad,
+                                              grad_on and lm_head.weight.requires_grad)
+        return _reduce(total, targets, num_items_in_batch)
     total = hidden_states.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.shape[0], chunk_tokens):
         part = slice(start, start + chunk_tokens)
@@ -73,6 +134,10 @@ def chunked_causal_lm_loss(
                                        use_reentrant=False)
         else:
             total = total + _chunk_loss_sum(hidden[part], targets[part], lm_head, softcap)
+    return _reduce(total, targets, num_items_in_batch)
+
+
+def _reduce(total, targets, num_items_in_batch):
     if num_items_in_batch is None:
         return total / targets.shape[0]  # mean over labelled tokens (0/0 = nan when none, as F.cross_entropy gives)
     if torch.is_tensor(num_items_in_batch):
@@ -99,15 +164,17 @@ def _forward_with_chunked_loss(self, input_ids=None, attention_mask=None, positi
         chunk_tokens=self._chunked_loss_tokens,
         num_items_in_batch=num_items_in_batch,
         shift_labels=shift_labels,
+        fused=self._chunked_loss_fused,
     )
     return CausalLMOutputWithPast(loss=loss, logits=None)
 
 
-def enable_chunked_loss(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+def enable_chunked_loss(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS, fused: bool = True):
     """Make `model` (a Gemma *ForCausalLM, or a PEFT model around one) compute its training loss chunk by chunk.
 
     The instance's forward is replaced (the way liger-kernel patches models); calls without labels, such as
-    generate(), run the original forward unchanged. Returns the model.
+    generate(), run the original forward unchanged. fused=False: recompute each chunk's logits in backward instead
+    of computing the gradient in forward. Returns the model.
     """
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not hasattr(causal_lm, "lm_head") or not hasattr(causal_lm, "model"):
@@ -115,5 +182,6 @@ def enable_chunked_loss(model, chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
     if not hasattr(causal_lm, "_forward_without_chunked_loss"):
         causal_lm._forward_without_chunked_loss = causal_lm.forward
     causal_lm._chunked_loss_tokens = chunk_tokens
+    causal_lm._chunked_loss_fused = fused  # False: the recompute path (see the module docstring)
     causal_lm.forward = types.MethodType(_forward_with_chunked_loss, causal_lm)
     return model

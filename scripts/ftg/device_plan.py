@@ -227,6 +227,9 @@ def plan_device(
             f"{peak(*chosen) / 1024**3:.1f} GiB of {memory_bytes / 1024**3:.1f} GiB: it may run out of memory; "
             "lower --max-seq-len or choose a smaller model"
         )
+    else:  # it fits: say what the fit cost against the fastest setting, if anything
+        notes += traded_away(chosen, (batch_options[0], seq_options[0], ckpt_options[0], offload_options[0]), peak,
+                             budget)
     mb, sl, ckpt, on_cpu = chosen
     if grad_accum is None:
         grad_accum = max(1, round(CONVERSATIONS_PER_STEP / mb))
@@ -245,6 +248,32 @@ def plan_device(
         predicted_peak_bytes=peak(mb, sl, ckpt, on_cpu),
         notes=notes,
     )
+
+
+def traded_away(chosen: tuple, fastest: tuple, peak, budget: float) -> list[str]:
+    """What the chosen (micro-batch, length, checkpointing, table on CPU) gave up against the fastest choice, and why.
+
+    The chunked loss costs nothing here: its fused path (ftg.chunked_loss) computes the gradient in forward, so
+    there is no recompute to trade; checkpointing and the per-layer table on the CPU are the levers that cost time.
+    """
+    mb, sl, ckpt, on_cpu = chosen
+    if chosen == fastest:
+        return []
+    gib = 1024**3
+    lines = []
+    if ckpt and not fastest[2]:
+        lines.append(f"gradient checkpointing on (each layer's forward runs again in backward, ~1/3 more compute): "
+                     f"without it micro-batch {mb} x {sl} tokens is predicted at {peak(mb, sl, False, on_cpu) / gib:.1f}"
+                     f" GiB, over the {budget / gib:.1f} GiB budget")
+    if on_cpu and not fastest[3]:
+        lines.append("Gemma-3n's per-layer embedding table kept in RAM (each step copies its rows to the GPU): "
+                     f"on the GPU it is predicted at {peak(mb, sl, ckpt, False) / gib:.1f} GiB, over the budget")
+    if mb < fastest[0]:
+        lines.append(f"micro-batch {mb}, not {fastest[0]} (smaller matmuls, more accumulation steps): micro-batch "
+                     f"{fastest[0]} is predicted at {peak(fastest[0], sl, ckpt, on_cpu) / gib:.1f} GiB")
+    if sl < fastest[1]:
+        lines.append(f"conversations cut at {sl} tokens, not {fastest[1]}, to fit the budget")
+    return lines
 
 
 def detect_device() -> tuple[str, str, int, bool]:
