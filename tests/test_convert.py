@@ -146,7 +146,7 @@ def test_gemma3_270m_end_to_end(demo_model_dir, project_copy, capsys):
     report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
     f16, q4 = report["files"]
     assert (f16["type"], q4["type"]) == ("F16", "Q4_K_M") and q4["file"].endswith("finetuned_gemma.gguf")
-    assert f16["logits"]["top1_agreement"] >= 0.99 and f16["logits"]["mean_kl"] < 0.01
+    assert f16["logits"]["top1_agreement_beyond_near_ties"] >= 0.99 and f16["logits"]["mean_kl"] < 0.01
     for row in (f16, q4):
         assert row["load"] and row["tokenizer"]["ok"] and row["reply"]["ok"]
         # The adapter learned short friendly answers that end the turn: both files must stop at <end_of_turn>.
@@ -154,7 +154,7 @@ def test_gemma3_270m_end_to_end(demo_model_dir, project_copy, capsys):
         assert row["reply"]["text"].strip()
     assert f16["reply"]["same_tokens_as_hf"] and f16["reply"]["text"] == report["reference"]["hf_reply"]
     assert q4["size_bytes"] < 0.6 * f16["size_bytes"]
-    print(f"\n270M figures: F16 top-1 {f16['logits']['top1_agreement']:.4f} KL {f16['logits']['mean_kl']:.2e} "
+    print(f"\n270M figures: F16 top-1 {f16['logits']['top1_agreement']:.4f} (beyond near ties {f16['logits']['top1_agreement_beyond_near_ties']:.4f}) KL {f16['logits']['mean_kl']:.2e} "
           f"{f16['size_bytes']} B; Q4_K_M top-1 {q4['logits']['top1_agreement']:.4f} KL {q4['logits']['mean_kl']:.4f} "
           f"{q4['size_bytes']} B; timings {report['timings']}")
     load_strictly(out / "merged")

@@ -159,9 +159,9 @@ class ChatConfig:
     """Longest generated reply in the report (greedy; a base model often never stops on its own)."""
     report_eval_examples: int = 100
     """Held-out conversations scored for the base vs tuned perplexity in the report."""
-    report_style_replies: int = 30
+    report_style_replies: int = 16
     """Held-out conversations both models answer for the style fingerprint (the first report_samples are shown)."""
-    report_classifier_prompts: int = 30
+    report_classifier_prompts: int = 16
     """Training prompts the base model answers to train the "would this pass as yours?" classifier (0 = skip it)."""
 
 
