@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import ijson
 
-from ftg.chat_message import OWNER_ID, FormatError, Message
+from ftg.chat_message import OWNER_ID, FormatError, Message, utf8_or_cp1251
 from ftg.formats_html import parse_telegram_html, parse_vk
 from ftg.formats_meta import meta_owner, parse_meta
 from ftg.formats_slack import parse_slack
@@ -517,12 +517,7 @@ def _decoded_lines(stream, notes: list[str]) -> io.TextIOWrapper:
     if not encoding:
         head = stream.read(1024 * 1024)
         stream.seek(0)
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-            encoding = "utf-8"
-        except UnicodeDecodeError:
-            encoding = "cp1251"
-            notes.append("not UTF-8; read as Windows-1251 (Cyrillic)")
+        encoding = utf8_or_cp1251(head, notes, "not UTF-8; read as Windows-1251 (Cyrillic)")
     return io.TextIOWrapper(stream, encoding=encoding, errors="replace", newline=None)
 
 

@@ -6,6 +6,7 @@ formats_slack.py) and the table of formats in chat_formats.py can all import it 
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 
 OWNER_ID = "owner"
@@ -37,3 +38,14 @@ class Message:
     """Sent in a group chat: other speakers' names prefix their lines."""
     forwarded: bool = False
     """Forwarded from elsewhere: context from others, never the voice of `me`."""
+
+
+def utf8_or_cp1251(head: bytes, notes: list[str], note: str) -> str:
+    """'utf-8' when `head` (the start of a file, possibly cut mid-character) decodes as UTF-8, else 'cp1251' (the
+    Russian Windows code page of old exports), with `note` added to the file's notes."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        notes.append(note)
+        return "cp1251"

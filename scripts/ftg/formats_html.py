@@ -19,7 +19,7 @@ import html
 import re
 from typing import Iterator
 
-from ftg.chat_message import OWNER_ID, FormatError, Message
+from ftg.chat_message import OWNER_ID, FormatError, Message, utf8_or_cp1251
 
 READ_CHUNK = 1024 * 1024
 """Bytes read at a time (1 MB)."""
@@ -46,12 +46,7 @@ def _pages(stream, notes: list[str], encoding: str = "") -> Iterator[str]:
             except LookupError:
                 encoding = ""
     if not encoding:
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-            encoding = "utf-8"
-        except UnicodeDecodeError:
-            encoding = "cp1251"
-            notes.append("not UTF-8 and no charset given; read as Windows-1251 (Cyrillic)")
+        encoding = utf8_or_cp1251(head, notes, "not UTF-8 and no charset given; read as Windows-1251 (Cyrillic)")
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     if "\x00" in head[:1024].decode("latin-1"):
         raise FormatError("not a text file (binary data where HTML was expected)")
