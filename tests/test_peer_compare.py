@@ -49,9 +49,14 @@ def test_peer_compare_tiny(tmp_path, demo_model_dir):
         assert r["steps"] == 2 and r["micro_batches"] == 2 * report["job"]["grad_accum"], name
         assert r["real_tokens_per_s"] == r["real_tokens_timed"] / r["timed_seconds"], name
         assert 0 < r["labelled_tokens_per_step"] * r["steps"] <= r["real_tokens"] <= r["fed_tokens"], name
-    # The same conversations in the same order, counted the same way: every row saw the same real tokens (the chat
-    # formats agree on Gemma's text; the templates differ only in the labels), however much padding it added.
-    assert len({r["real_tokens"] for r in rows.values()}) == 1, {n: r["real_tokens"] for n, r in rows.items()}
+    # The same conversations in the same order, counted the same way: every peer saw the same real tokens (the chat
+    # formats agree on Gemma's text; the templates differ only in the labels), however much padding it added. Ours
+    # stops each example at its last <end_of_turn> (ftg.chat_template: the newline after it is never generated, so
+    # never trained): exactly one token fewer per conversation seen.
+    tokens = {n: r["real_tokens"] for n, r in rows.items()}
+    conversations = 2 * report["job"]["micro_batch"] * report["job"]["grad_accum"]
+    assert len({t for n, t in tokens.items() if n != "ours"}) == 1, tokens
+    assert tokens["ours"] == tokens["trl_default"] - conversations, tokens
     packed = {"ours", "trl_best"}
     for name, r in rows.items():
         if name in packed:

@@ -143,9 +143,11 @@ def test_report_opens_in_a_real_browser_offline(made_report, tmp_path):
     loaded). The page is opened as written, with only a probe script added before </body> to read those facts."""
     probe = made_report.with_name("probe.html")
     script = """<script>
-window.addEventListener("load", async () => {
+window.addEventListener("load", () => {
+  // The load event waits for every image; one that failed to load or decode has naturalWidth 0. Synchronous on
+  // purpose: an awaited img.decode() did not always settle before --dump-dom (CI, 2026-12-02).
   const images = [...document.images];
-  const widths = await Promise.all(images.map(img => img.decode().then(() => img.naturalWidth, () => 0)));
+  const widths = images.map(img => img.complete ? img.naturalWidth : 0);
   const out = document.createElement("pre");
   out.id = "probe-out";
   out.textContent = JSON.stringify({verdict: document.querySelector("p b") ? document.querySelector("p b").textContent : "",
