@@ -304,11 +304,11 @@ class Totals:
 
 
 def matches_me(message: Message, me: set[str]) -> bool:
-    """`me` holds casefolded display names and ids; Telegram ids match with or without their "user" prefix."""
-    return bool(
-        me & {message.speaker.casefold(), message.login.casefold(), message.speaker_id.casefold(),
-              message.speaker_id.casefold().removeprefix("user")} - {""}
-    )
+    """`me` holds casefolded display names and ids, never ""; Telegram ids match with or without their "user"
+    prefix."""
+    speaker_id = message.speaker_id.casefold()
+    return not me.isdisjoint((message.speaker.casefold(), message.login.casefold(), speaker_id,
+                              speaker_id.removeprefix("user")))
 
 
 def build_turns(messages: list[Message], messenger: bool, me: set[str], cfg, totals: Totals) -> list[Turn]:
@@ -437,6 +437,9 @@ class Writer:
         draw = unit_hash(str(data.split_seed), conversation_id)
         side = "eval" if draw < data.eval_fraction else "train"
         written = 0
+        # Every example of the conversation ends the same way: encoded once per conversation, not per example.
+        line_end = (f', "conversation_id": {json.dumps(conversation_id, ensure_ascii=False)}, '
+                    f'"source": {json.dumps(source, ensure_ascii=False)}}}\n')
         for first, last in example_ranges(len(exchanges), data.mode, data.window_sizes):
             fitted = fit_example(system, exchanges, first, last, self.lengths, data.max_example_tokens)
             if fitted is None:
@@ -455,8 +458,7 @@ class Writer:
                 continue
             self.seen.add(key)
             # The messages are already JSON (for the duplicate check); wrap them rather than encode them again.
-            ids = f'"conversation_id": {json.dumps(conversation_id, ensure_ascii=False)}'
-            self.files[side].write(f'{{"messages": {text}, {ids}, "source": {json.dumps(source, ensure_ascii=False)}}}\n')
+            self.files[side].write(f'{{"messages": {text}{line_end}')
             self.totals.lengths.append(tokens)
             self.totals.examples[side] += 1
             written += 1
@@ -621,7 +623,7 @@ def whose_voice(data, usable: list[tuple[Source, str]]) -> set[str]:
             f"Participants:\n{table}\n"
             "Set it with --me NAME (repeat it for several names or ids), or in config.yaml: data.me: [\"NAME\"]."
         )
-    return me
+    return me - {""}  # an empty name would match every message without a login or id
 
 
 def run(cfg) -> Path:

@@ -50,18 +50,19 @@ def _pages(stream, notes: list[str], encoding: str = "") -> Iterator[str]:
     decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
     if "\x00" in head[:1024].decode("latin-1"):
         raise FormatError("not a text file (binary data where HTML was expected)")
-    buffer = decoder.decode(head)
+    buffer, start = decoder.decode(head), 0  # the next page begins at buffer[start]
     chunk = head
     while True:
-        end = buffer.find(PAGE_END)
-        while end >= 0:
-            yield buffer[: end + len(PAGE_END)]
-            buffer = buffer[end + len(PAGE_END):]
-            end = buffer.find(PAGE_END)
+        end = buffer.find(PAGE_END, start)
+        while end >= 0:  # an index, not a shorter copy of the buffer per page: VK writes ~60 pages per chunk
+            yield buffer[start: end + len(PAGE_END)]
+            start = end + len(PAGE_END)
+            end = buffer.find(PAGE_END, start)
         if not chunk:
             break
         chunk = stream.read(READ_CHUNK)
-        buffer += decoder.decode(chunk, final=not chunk)
+        buffer, start = buffer[start:] + decoder.decode(chunk, final=not chunk), 0
+    buffer = buffer[start:]
     if buffer.strip():
         notes.append("the last page ends without </html>: the file may be cut off (its messages were read)")
         yield buffer
@@ -71,6 +72,8 @@ def _html_text(fragment: str) -> str:
     """Plain text of an HTML fragment: the page's own line breaks go, <br> becomes a newline, tags go, entities
     are decoded."""
     fragment = fragment.replace("\r", "").replace("\n", "")
+    if "<" not in fragment and "&" not in fragment:
+        return fragment.strip()  # most names and short messages: no tag, no entity (a third of the stage's time)
     return html.unescape(_TAG.sub("", _BREAK.sub("\n", fragment))).strip()
 
 
@@ -95,12 +98,23 @@ TG_SENDER = re.compile(r'title="[^"]*">\s*[\d:]+\s*</div>\s*<div class="from_nam
 """A sender's name right after the message's time (forwarded originals sit after "forwarded body" instead)."""
 
 
+_DAY_START: dict[tuple[str, str, str], int | None] = {}
+"""Seconds at 00:00 UTC of each "dd.mm.yyyy" seen (None when not a date): thousands of messages share a day."""
+
+
 def _telegram_time(match) -> float | None:
-    day, month, year, hour, minute, second = (int(match[i]) for i in range(1, 7))
-    if not (1 <= month <= 12 and 1 <= day <= 31 and hour < 24 and minute < 60 and second < 62):
+    day = match.group(1, 2, 3)
+    start = _DAY_START.get(day, -1)
+    if start == -1:
+        if len(_DAY_START) >= 4096:  # a bound, so memory stays flat (a real chat spans a few thousand days)
+            _DAY_START.clear()
+        day_of_month, month, year = map(int, day)
+        valid = 1 <= month <= 12 and 1 <= day_of_month <= 31
+        start = _DAY_START[day] = calendar.timegm((year, month, day_of_month, 0, 0, 0, 0, 0, 0)) if valid else None
+    hour, minute, second = map(int, match.group(4, 5, 6))
+    if start is None or not (hour < 24 and minute < 60 and second < 62):
         return None
-    # calendar.timegm is several times cheaper than building a datetime, at 1M messages it counts.
-    moment = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    moment = start + hour * 3600 + minute * 60 + second
     if match[7]:
         offset = int(match[8]) * 3600 + int(match[9]) * 60
         moment -= offset if match[7] == "+" else -offset
@@ -162,12 +176,11 @@ VK_AUTHOR = re.compile(r'<a href="(?:https?://vk\.com/)?([^"]*)"[^>]*>(.*?)</a>'
 VK_KLUDGES = '<div class="kludges">'
 VK_ATTACHMENT = re.compile(r'<div class="attachment__description">(.*?)</div>', re.S)
 VK_DATE = re.compile(r"(\d{1,2}) (\w{3})\w* (\d{4}) (?:в|at) (\d{1,2}):(\d\d)(?::(\d\d))?")
-VK_EDITED = re.compile(r"\s*\((?:ред\.|edited)\)\s*$")
 VK_MONTHS = {name: number for number, names in enumerate(
     [("янв", "jan"), ("фев", "feb"), ("мар", "mar"), ("апр", "apr"), ("мая", "may", "май"), ("июн", "jun"),
      ("июл", "jul"), ("авг", "aug"), ("сен", "sep"), ("окт", "oct"), ("ноя", "nov"), ("дек", "dec")], start=1)
     for name in names}
-VK_AFTER = ('<div class="item"', '<div class="pagination"', "</body>")
+VK_AFTER = re.compile('<div class="item"|<div class="pagination"|</body>')
 VK_NAMES = re.compile(r'<div class="message__header">\s*(?:<a [^>]*>([^<]*)</a>|([^,<]*),)')
 
 
@@ -176,7 +189,8 @@ def _vk_time(header: str) -> float | None:
     if not match:
         return None
     month = VK_MONTHS.get(match[2].lower())
-    day, year, hour, minute, second = int(match[1]), int(match[3]), int(match[4]), int(match[5]), int(match[6] or 0)
+    day, year, hour, minute = map(int, match.group(1, 3, 4, 5))
+    second = int(match[6] or 0)
     if not month or not (1 <= day <= 31 and hour < 24 and minute < 60 and second < 60):
         return None
     # The archive gives local times without a zone; only the gaps between messages matter here.
@@ -195,8 +209,8 @@ def _vk_message(body: str, group: bool) -> Message:
         speaker, speaker_id = _html_text(header[1]).split(",", 1)[0], OWNER_ID
     content = body[header.end():]
     # The message ends where the next item or the page's pagination begins.
-    end = min((i for i in (content.find(m) for m in VK_AFTER) if i >= 0), default=len(content))
-    content = content[:end]
+    end = VK_AFTER.search(content)
+    content = content[: end.start()] if end else content
     kludges = content.find(VK_KLUDGES)
     text_end = content.find("</div>")
     text_end = len(content) if text_end < 0 else text_end
@@ -211,7 +225,7 @@ def _vk_message(body: str, group: bool) -> Message:
         else:
             skip = "empty"
     return Message("chat", "", text, speaker=speaker, speaker_id=speaker_id,
-                   time=_vk_time(VK_EDITED.sub("", _html_text(header[1]))), skip=skip, group=group)
+                   time=_vk_time(header[1]), skip=skip, group=group)
 
 
 def parse_vk(stream, notes: list[str]) -> Iterator[Message]:
