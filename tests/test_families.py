@@ -63,6 +63,15 @@ def test_fixture_copies_the_hub_layout(fixture, request):
     if fixture == "hub_gemma4_mm_dir":
         assert "stand-in" in (folder / "STAND-IN.txt").read_text(encoding="utf-8")
         assert "<|turn>" in tokenizer.chat_template and "<start_of_turn>" not in tokenizer.chat_template
+        # As on the Hub: tokenizer_config.json names the special tokens (which makes them special, so llama.cpp's
+        # converter types them as control tokens), at the ids config.json points to.
+        assert (tokenizer.sot_token, tokenizer.eot_token, tokenizer.soc_token) == ("<|turn>", "<turn|>", "<|channel>")
+        assert {"<|turn>", "<turn|>", "<|think|>", "<|tool>", "<|video|>"} <= set(tokenizer.all_special_tokens)
+        for key, token in (("image_token_id", "<|image|>"), ("boi_token_id", "<|image>"), ("eoi_token_id", "<image|>"),
+                           ("audio_token_id", "<|audio|>"), ("video_token_id", "<|video|>")):
+            assert tokenizer.convert_tokens_to_ids(token) == config[key], key
+        added = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+        assert len(added) == 24 and all(t["special"] and not t["normalized"] for t in added)
 
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
