@@ -188,14 +188,7 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
 # ------------------------------------------------------------------------------------------------ the stages
 
 
-GEMMA4_STAND_IN_EXPORT = pytest.mark.xfail(strict=True, reason=(
-    "known failure, issue 13 open: the Gemma 4 stand-in tokenizer (Gemma 3's vocabulary + Gemma 4's special tokens) "
-    "converts to a GGUF whose tokenization differs from HF on one text and on the chat template's tokens, so the "
-    "export's check refuses it (seen 2026-12-01); strict, so a fix shows up as XPASS"))
-
-
-@pytest.mark.parametrize("fixture", [pytest.param(f, marks=GEMMA4_STAND_IN_EXPORT) if f == "hub_gemma4_mm_dir" else f
-                                     for f in FAMILIES])
+@pytest.mark.parametrize("fixture", list(FAMILIES))
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
     """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then convert (F16 + Q4_K_M
     and their checks through the llama.cpp runtime that prepare_venv installs)."""
