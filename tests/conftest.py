@@ -147,7 +147,7 @@ def hub_gemma3n_mm_dir(demo_model_dir) -> Path:
 @pytest.fixture(scope="session")
 def hub_gemma4_mm_dir(demo_model_dir) -> Path:
     """google/gemma-4-E2B-it's layout (Gemma4ForConditionalGeneration), tiny and random, with a STAND-IN tokenizer:
-    Gemma 3's vocabulary + Gemma 4's special tokens and chat template (tests/hub_layouts.py)."""
+    Gemma 3's vocabulary + Gemma 4's special tokens at their ids, in the Hub's file layout (tests/hub_layouts.py)."""
     from hub_layouts import gemma4_multimodal
 
     return gemma4_multimodal(demo_model_dir)

@@ -12,10 +12,17 @@ Gemma-3n (google/gemma-3n-E2B-it): Gemma3nForConditionalGeneration. Its vision t
   tensors are written under their real names (model.vision_tower.timm_model.*, as llama.cpp's mmproj converter
   reads them) with random values. The language model, audio tower and embedders are real transformers modules.
 Gemma 4 (google/gemma-4-E2B-it): Gemma4ForConditionalGeneration with tiny vision and audio towers. Its real tokenizer
-  is not available offline, so the tokenizer is a STAND-IN: Gemma 3's 262,144-token vocabulary with Gemma 4's turn,
-  thinking and tool tokens written over <start_of_turn>/<end_of_turn> (ids 105/106) and unused slots, and Gemma 4's
-  official chat template (trl ships the one google/gemma-4-E2B-it had at commit 6b7e72c) with the generation prompt
-  of llama.cpp's models/templates/gemma4.jinja, which closes an empty thinking channel when thinking is off.
+  is not available offline, so the tokenizer is a STAND-IN: Gemma 3's 262,144-token vocabulary and merges (close, not
+  equal: of 15 ordinary Gemma 4 token ids that public tests list, 14 are Gemma 3's too, "Four" is not) with Gemma 4's
+  19 special tokens written over the Gemma 3 pieces at their real Gemma 4 ids (<|turn> 105, <turn|> 106,
+  <|channel> 100, <|tool> 46, <|image|> 258880...). Its files are made the way the Hub's were (transformers' Gemma 4
+  conversion script): GemmaTokenizer(vocab, merges, add_bos_token=False, padding_side="left",
+  extra_special_tokens={sot_token: "<|turn>", ...}), so tokenizer_config.json names every special token (sot_token,
+  eot_token, soc_token, ..., extra_special_tokens ["<|video|>"], processor_class) and tokenizer.json lists only the 24
+  special tokens as added tokens (Gemma 3's 6,384, HTML tags and <unusedN> included, are not).
+  Its chat template is Gemma 4's official one (trl ships the one google/gemma-4-E2B-it had at commit 6b7e72c) with
+  the generation prompt of llama.cpp's models/templates/gemma4.jinja, which closes an empty thinking channel when
+  thinking is off.
 """
 
 from __future__ import annotations
@@ -29,17 +36,30 @@ import torch
 
 from ftg.models import CACHE_DIR
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 """Bump when a layout below changes, so cached folders are rebuilt."""
 
-GEMMA4_TOKENS = {
-    "<start_of_turn>": "<|turn>", "<end_of_turn>": "<turn|>",
-    "<unused0>": "<|channel>", "<unused1>": "<channel|>", "<unused2>": "<|think|>",
-    "<unused3>": "<|tool>", "<unused4>": "<tool|>", "<unused5>": "<|tool_call>", "<unused6>": "<tool_call|>",
-    "<unused7>": "<|tool_response>", "<unused8>": "<tool_response|>", "<unused9>": '<|"|>',
-    "<unused10>": "<|image|>", "<unused11>": "<|audio|>", "<unused12>": "<|video|>",
+GEMMA4_TOKEN_IDS = {
+    "<|tool>": 46, "<tool|>": 47, "<|tool_call>": 48, "<tool_call|>": 49, "<|tool_response>": 50,
+    "<tool_response|>": 51, '<|"|>': 52, "<|think|>": 98, "<|channel>": 100, "<channel|>": 101,
+    "<|turn>": 105, "<turn|>": 106, "<|image>": 255999, "<|audio>": 256000,
+    "<|image|>": 258880, "<|audio|>": 258881, "<image|>": 258882, "<audio|>": 258883, "<|video|>": 258884,
 }
-"""Gemma 3 token -> the Gemma 4 token the stand-in writes in its place (same id)."""
+"""Gemma 4's special tokens at their ids in google/gemma-4-*: the multimodal ones as Gemma4Config's defaults
+(image_token_id 258880...), the others as public Gemma 4 tokenizer and parser tests list them (read 2026-12-02).
+In Gemma 3's vocabulary these ids hold <unused40>..<unused95>, <start_of_turn>/<end_of_turn>,
+<start_of_image>/<end_of_image> and <unused2978>..<unused2982>, which the stand-in writes over."""
+
+GEMMA4_NAMED_TOKENS = {
+    "image_token": "<|image|>", "boi_token": "<|image>", "eoi_token": "<image|>", "audio_token": "<|audio|>",
+    "boa_token": "<|audio>", "eoa_token": "<audio|>", "sot_token": "<|turn>", "eot_token": "<turn|>",
+    "soc_token": "<|channel>", "eoc_token": "<channel|>", "think_token": "<|think|>", "escape_token": '<|"|>',
+    "str_token": "<|tool_response>", "etr_token": "<tool_response|>", "stc_token": "<|tool_call>",
+    "etc_token": "<tool_call|>", "std_token": "<|tool>", "etd_token": "<tool|>",
+}
+"""extra_special_tokens as transformers' Gemma 4 conversion script passes them; google/gemma-4-*'s
+tokenizer_config.json carries these keys, plus extra_special_tokens ["<|video|>"]. They make the tokens special
+(all_special_ids), which is how llama.cpp's converter tells a control token from a plain word."""
 
 EMPTY_THINKING_PROMPT = (
     "{%- if add_generation_prompt -%}\n"
@@ -152,38 +172,33 @@ def gemma3n_multimodal(tokenizer_dir: Path, text_config) -> Path:
 
 
 def gemma4_standin_tokenizer(tokenizer_dir: Path, target: Path) -> None:
-    """Gemma 3's tokenizer with Gemma 4's special tokens and chat template: a STAND-IN for the real one."""
+    """Gemma 3's vocabulary and merges with Gemma 4's special tokens, saved as the Hub's Gemma 4 files are made:
+    a STAND-IN for the real tokenizer (see the module docstring)."""
     import trl
-    from transformers import AutoTokenizer
+    from transformers import GemmaTokenizer
 
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(target)
-    tokenizer_json = target / "tokenizer.json"
-    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
-    for token in data["added_tokens"]:
-        token["content"] = GEMMA4_TOKENS.get(token["content"], token["content"])
-    vocab = data["model"]["vocab"]
-    if isinstance(vocab, dict):
-        data["model"]["vocab"] = {GEMMA4_TOKENS.get(k, k): v for k, v in vocab.items()}
-    else:  # unigram: [piece, score] pairs
-        data["model"]["vocab"] = [[GEMMA4_TOKENS.get(p, p), s] for p, s in vocab]
-    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    config_path = target / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    for entry in config.get("added_tokens_decoder", {}).values():
-        entry["content"] = GEMMA4_TOKENS.get(entry["content"], entry["content"])
-    config.pop("chat_template", None)
-    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
-    for name in ("tokenizer.model", "special_tokens_map.json"):
-        (target / name).unlink(missing_ok=True)  # the SentencePiece model would bring Gemma 3's token names back
+    gemma3 = json.loads((Path(tokenizer_dir) / "tokenizer.json").read_text(encoding="utf-8"))
+    assert gemma3["model"]["type"] == "BPE", gemma3["model"]["type"]
+    by_id = {index: piece for piece, index in gemma3["model"]["vocab"].items()}
+    by_id.update({index: token for token, index in GEMMA4_TOKEN_IDS.items()})
+    vocab = {piece: index for index, piece in sorted(by_id.items())}
     template = (Path(trl.__file__).parent / "chat_templates" / "gemma4.jinja").read_text(encoding="utf-8")
     generation = template.index("{%- if add_generation_prompt -%}")
-    (target / "chat_template.jinja").write_text(template[:generation] + EMPTY_THINKING_PROMPT, encoding="utf-8")
+    tokenizer = GemmaTokenizer(vocab=vocab, merges=[tuple(m) for m in gemma3["model"]["merges"]], add_bos_token=False,
+                               padding_side="left", extra_special_tokens=GEMMA4_NAMED_TOKENS,
+                               chat_template=template[:generation] + EMPTY_THINKING_PROMPT)
+    tokenizer.add_special_tokens({"extra_special_tokens": ["<|video|>"]})
+    tokenizer.save_pretrained(target)
+    # The Hub's file is written by Gemma4Processor.save_pretrained, which adds its processor_class.
+    config_path = target / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["processor_class"] = "Gemma4Processor"
+    config_path.write_text(json.dumps(dict(sorted(config.items())), ensure_ascii=False, indent=2) + "\n",
+                           encoding="utf-8")
     (target / "STAND-IN.txt").write_text(
-        "This tokenizer is a stand-in for Gemma 4's: Gemma 3's vocabulary with Gemma 4's special tokens at "
-        "Gemma 3's turn ids and unused slots, and Gemma 4's chat template. Built by tests/hub_layouts.py.\n",
-        encoding="utf-8")
-    # Round trip through transformers so that every file agrees with the edited tokenizer.json.
-    AutoTokenizer.from_pretrained(target).save_pretrained(target)
+        "This tokenizer is a stand-in for Gemma 4's: Gemma 3's vocabulary and merges with Gemma 4's special tokens "
+        "at their Gemma 4 ids, saved the way the Hub's Gemma 4 tokenizer files were made, and Gemma 4's chat "
+        "template. Built by tests/hub_layouts.py.\n", encoding="utf-8")
 
 
 def tiny_gemma4_text_config(per_layer: int = 8):
@@ -214,7 +229,7 @@ def gemma4_multimodal(tokenizer_dir: Path, text_config=None) -> Path:
                           audio_config=audio.to_dict())
     torch.manual_seed(0)
     model = Gemma4ForConditionalGeneration(config).to(torch.float32)
-    _stop_tokens(model, 106)  # <turn|> sits at id 106 in the stand-in vocabulary
+    _stop_tokens(model, GEMMA4_TOKEN_IDS["<turn|>"])  # 106, as in google/gemma-4-*
     model.save_pretrained(partial)
     gemma4_standin_tokenizer(tokenizer_dir, partial)
     (partial / "processor_config.json").write_text(json.dumps(

@@ -63,6 +63,15 @@ def test_fixture_copies_the_hub_layout(fixture, request):
     if fixture == "hub_gemma4_mm_dir":
         assert "stand-in" in (folder / "STAND-IN.txt").read_text(encoding="utf-8")
         assert "<|turn>" in tokenizer.chat_template and "<start_of_turn>" not in tokenizer.chat_template
+        # As on the Hub: tokenizer_config.json names the special tokens (which makes them special, so llama.cpp's
+        # converter types them as control tokens), at the ids config.json points to.
+        assert (tokenizer.sot_token, tokenizer.eot_token, tokenizer.soc_token) == ("<|turn>", "<turn|>", "<|channel>")
+        assert {"<|turn>", "<turn|>", "<|think|>", "<|tool>", "<|video|>"} <= set(tokenizer.all_special_tokens)
+        for key, token in (("image_token_id", "<|image|>"), ("boi_token_id", "<|image>"), ("eoi_token_id", "<image|>"),
+                           ("audio_token_id", "<|audio|>"), ("video_token_id", "<|video|>")):
+            assert tokenizer.convert_tokens_to_ids(token) == config[key], key
+        added = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+        assert len(added) == 24 and all(t["special"] and not t["normalized"] for t in added)
 
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
@@ -179,14 +188,7 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
 # ------------------------------------------------------------------------------------------------ the stages
 
 
-GEMMA4_STAND_IN_EXPORT = pytest.mark.xfail(strict=True, reason=(
-    "known failure, issue 13 open: the Gemma 4 stand-in tokenizer (Gemma 3's vocabulary + Gemma 4's special tokens) "
-    "converts to a GGUF whose tokenization differs from HF on one text and on the chat template's tokens, so the "
-    "export's check refuses it (seen 2026-12-01); strict, so a fix shows up as XPASS"))
-
-
-@pytest.mark.parametrize("fixture", [pytest.param(f, marks=GEMMA4_STAND_IN_EXPORT) if f == "hub_gemma4_mm_dir" else f
-                                     for f in FAMILIES])
+@pytest.mark.parametrize("fixture", list(FAMILIES))
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
     """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then convert (F16 + Q4_K_M
     and their checks through the llama.cpp runtime that prepare_venv installs)."""
