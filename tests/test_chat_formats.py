@@ -274,3 +274,21 @@ def test_telegram_html_time_keeps_its_utc_offset_and_joined_blocks_keep_their_se
     messages = list(read_messages("telegram_html", io.BytesIO(b"".join(pages)), []))
     assert len(messages) == 12 and messages[0].time == 1705057331.0  # 12.01.2024 14:02:11 UTC+03:00 = 11:02:11 UTC
     assert [m.speaker for m in messages[6:8]] == ["Боб", "Боб"]  # messages2.html opens with a joined block
+
+
+@pytest.mark.parametrize("fmt, pages, name, third", [
+    ("telegram_html", [EXPORTS / "telegram_html" / "ChatExport_2024-01-13" / n for n in ("messages.html", "messages2.html")],
+     "\nБоб\n".encode(), "\nКэрол\n".encode()),
+    ("vk", [EXPORTS / "vk" / "Archive" / "messages" / "123456789" / n for n in ("messages50.html", "messages0.html")],
+     ">Ольга Смирнова</a>".encode("cp1251"), ">Кэрол</a>".encode("cp1251")),
+], ids=["telegram_html", "vk"])
+def test_a_third_speaker_on_the_last_page_makes_the_whole_chat_a_group(fmt, pages, name, third):
+    """The parsers look through every page for speakers before the first message: a third one who writes only on
+    the last page still makes every message a group message (other speakers' names then prefix their lines)."""
+    data = [path.read_bytes() for path in pages]
+    assert not any(m.group for m in read_messages(fmt, io.BytesIO(b"".join(data)), []))
+    assert data[-1].count(name) >= 1
+    data[-1] = third.join(data[-1].rsplit(name, 1))  # the last message of that speaker on the last page
+    messages = list(read_messages(fmt, io.BytesIO(b"".join(data)), []))
+    assert messages and all(m.group for m in messages)
+    assert "Кэрол" in {m.speaker for m in messages}

@@ -23,36 +23,21 @@ from ftg.chat_message import OWNER_ID, FormatError, Message, utf8_or_cp1251
 
 READ_CHUNK = 1024 * 1024
 """Bytes read at a time (1 MB)."""
-PAGE_END = "</html>"
+PAGE_END = b"</html>"
 
 _TAG = re.compile(r"<[^>]*>")
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
-def _pages(stream, notes: list[str], encoding: str = "") -> Iterator[str]:
-    """The decoded pages (one per file) of a stream of HTML files laid end to end.
+def _raw_pages(stream) -> Iterator[bytes]:
+    """The pages (one per file, each up to and with its </html>) of a stream of HTML files laid end to end, as bytes.
 
-    The encoding is the one the first page declares, else UTF-8 when its head decodes as UTF-8, else Windows-1251.
-    """
-    head = stream.read(READ_CHUNK)
-    if head.startswith(codecs.BOM_UTF8):
-        head = head[3:]
-        encoding = "utf-8"
-    if not encoding:
-        declared = re.search(rb"charset=[\"']?([\w-]+)", head[:4096], re.IGNORECASE)
-        if declared:
-            try:
-                encoding = codecs.lookup(declared[1].decode("ascii")).name
-            except LookupError:
-                encoding = ""
-    if not encoding:
-        encoding = utf8_or_cp1251(head, notes, "not UTF-8 and no charset given; read as Windows-1251 (Cyrillic)")
-    decoder = codecs.getincrementaldecoder(encoding)(errors="replace")
-    if "\x00" in head[:1024].decode("latin-1"):
-        raise FormatError("not a text file (binary data where HTML was expected)")
-    buffer, start = decoder.decode(head), 0  # the next page begins at buffer[start]
-    chunk = head
+    Cut in bytes, before decoding: both exports write an ASCII-compatible encoding (UTF-8, Windows-1251), so
+    b"</html>" is the same bytes in either, and a page decoded whole never splits a character."""
+    buffer, start = b"", 0  # the next page begins at buffer[start]
     while True:
+        chunk = stream.read(READ_CHUNK)
+        buffer, start = buffer[start:] + chunk, 0
         end = buffer.find(PAGE_END, start)
         while end >= 0:  # an index, not a shorter copy of the buffer per page: VK writes ~60 pages per chunk
             yield buffer[start: end + len(PAGE_END)]
@@ -60,12 +45,50 @@ def _pages(stream, notes: list[str], encoding: str = "") -> Iterator[str]:
             end = buffer.find(PAGE_END, start)
         if not chunk:
             break
-        chunk = stream.read(READ_CHUNK)
-        buffer, start = buffer[start:] + decoder.decode(chunk, final=not chunk), 0
-    buffer = buffer[start:]
-    if buffer.strip():
-        notes.append("the last page ends without </html>: the file may be cut off (its messages were read)")
-        yield buffer
+    if buffer[start:].strip():
+        yield buffer[start:]
+
+
+def _pages(stream, notes: list[str]) -> Iterator[str]:
+    """The decoded pages of a stream of HTML files laid end to end.
+
+    The encoding is the one the first page declares, else UTF-8 when its head decodes as UTF-8, else Windows-1251.
+    """
+    encoding = ""
+    for number, page in enumerate(_raw_pages(stream)):
+        if number == 0:
+            if page.startswith(codecs.BOM_UTF8):
+                encoding = "utf-8"
+            if b"\x00" in page[:1024]:
+                raise FormatError("not a text file (binary data where HTML was expected)")
+            declared = re.search(rb"charset=[\"']?([\w-]+)", page[:4096], re.IGNORECASE)
+            if declared and not encoding:
+                try:
+                    encoding = codecs.lookup(declared[1].decode("ascii")).name
+                except LookupError:
+                    encoding = ""
+            if not encoding:
+                encoding = utf8_or_cp1251(page[:READ_CHUNK], notes,
+                                          "not UTF-8 and no charset given; read as Windows-1251 (Cyrillic)")
+        if not page.endswith(PAGE_END):
+            notes.append("the last page ends without </html>: the file may be cut off (its messages were read)")
+        yield page.decode(encoding, errors="replace").removeprefix("\ufeff")
+
+
+def _group_chat(stream, names: re.Pattern) -> bool:
+    """Whether more than two people write in the chat: the names that `names` finds in the raw pages (bytes: their
+    encoding does not matter for telling them apart). Stops at the third name."""
+    start = stream.tell()
+    seen: set[bytes] = set()
+    for page in _raw_pages(stream):
+        for found in names.findall(page):
+            seen.add(TG_VIA_BOT_BYTES.sub(b"", b"".join(found) if isinstance(found, tuple) else found).strip())
+            if len(seen) > 2:
+                break
+        if len(seen) > 2:
+            break
+    stream.seek(start)
+    return len(seen) > 2
 
 
 def _html_text(fragment: str) -> str:
@@ -75,11 +98,6 @@ def _html_text(fragment: str) -> str:
     if "<" not in fragment and "&" not in fragment:
         return fragment.strip()  # most names and short messages: no tag, no entity (a third of the stage's time)
     return html.unescape(_TAG.sub("", _BREAK.sub("\n", fragment))).strip()
-
-
-def _speakers(page_names) -> bool:
-    """Whether a chat is a group: more than two people write in it."""
-    return len(set(page_names)) > 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,7 +112,8 @@ TG_TEXT = re.compile(r'<div class="text">(.*?)</div>', re.S)
 TG_SERVICE = re.compile(r'<div class="body details">(.*?)</div>', re.S)
 TG_MEDIA = re.compile(r'class="(?:media_wrap|media |photo_wrap|video_file_wrap|sticker_wrap|animated_wrap)')
 TG_VIA_BOT = re.compile(r"\s+via @\w+$")
-TG_SENDER = re.compile(r'title="[^"]*">\s*[\d:]+\s*</div>\s*<div class="from_name">\s*([^<]*?)\s*<')
+TG_VIA_BOT_BYTES = re.compile(rb"\s+via @\w+$")
+TG_SENDER = re.compile(rb'title="[^"]*">\s*[\d:]+\s*</div>\s*<div class="from_name">\s*([^<]*?)\s*<')
 """A sender's name right after the message's time (forwarded originals sit after "forwarded body" instead)."""
 
 
@@ -128,29 +147,27 @@ def parse_telegram_html(stream, notes: list[str]) -> Iterator[Message]:
     separators (negative ids) are layout, not messages. Reads the stream twice: first to learn whether more than
     two people write (a group: other speakers' names then prefix their lines).
     """
-    start = stream.tell()
-    names = [TG_VIA_BOT.sub("", name) for page in _pages(stream, []) for name in TG_SENDER.findall(page)]
-    group = _speakers(names)
-    stream.seek(start)
+    group = _group_chat(stream, TG_SENDER)
     chat, speaker = "", ""
     for page in _pages(stream, notes):
         header = TG_HEADER.search(page)
         if header and not chat:
             chat = _html_text(header[1]) or "chat"
+        # Each block is read in place, between its own start and the next block's (search's pos and endpos), never
+        # copied out: a 1,000-message page would otherwise be copied once more, message by message.
         blocks = list(TG_BLOCK.finditer(page))
         for number, block in enumerate(blocks):
-            body = page[block.end(): blocks[number + 1].start() if number + 1 < len(blocks) else len(page)]
+            start, end = block.end(), blocks[number + 1].start() if number + 1 < len(blocks) else len(page)
             classes, message_id = block[1].split(), block[2]
             if "service" in classes:
                 if message_id.startswith("-"):
                     continue  # a date separator
-                service = TG_SERVICE.search(body)
+                service = TG_SERVICE.search(page, start, end)
                 yield Message(chat or "chat", "", _html_text(service[1]) if service else "", time=None,
                               skip="service", group=group)
                 continue
-            forwarded_at = body.find('class="forwarded body"')
-            own_part = body if forwarded_at < 0 else body[:forwarded_at]
-            sender = TG_FROM.search(own_part)
+            forwarded_at = page.find('class="forwarded body"', start, end)
+            sender = TG_FROM.search(page, start, end if forwarded_at < 0 else forwarded_at)
             skip = ""
             if sender:
                 speaker = _html_text(sender[1])
@@ -158,11 +175,11 @@ def parse_telegram_html(stream, notes: list[str]) -> Iterator[Message]:
                     speaker, skip = TG_VIA_BOT.sub("", speaker), "bot"
             elif "joined" not in classes:
                 skip = "malformed"  # a first block without a sender
-            date = TG_DATE.search(body)
-            text = TG_TEXT.search(body)
+            date = TG_DATE.search(page, start, end)
+            text = TG_TEXT.search(page, start, end)
             text = _html_text(text[1]) if text else ""
             if not skip and not text:
-                skip = "media_only" if TG_MEDIA.search(body) else "empty"
+                skip = "media_only" if TG_MEDIA.search(page, start, end) else "empty"
             yield Message(chat or "chat", "", text, speaker=speaker, time=_telegram_time(date) if date else None,
                           skip=skip, group=group, forwarded=forwarded_at >= 0)
 
@@ -181,7 +198,7 @@ VK_MONTHS = {name: number for number, names in enumerate(
      ("июл", "jul"), ("авг", "aug"), ("сен", "sep"), ("окт", "oct"), ("ноя", "nov"), ("дек", "dec")], start=1)
     for name in names}
 VK_AFTER = re.compile('<div class="item"|<div class="pagination"|</body>')
-VK_NAMES = re.compile(r'<div class="message__header">\s*(?:<a [^>]*>([^<]*)</a>|([^,<]*),)')
+VK_NAMES = re.compile(rb'<div class="message__header">\s*(?:<a [^>]*>([^<]*)</a>|([^,<]*),)')
 
 
 def _vk_time(header: str) -> float | None:
@@ -235,10 +252,7 @@ def parse_vk(stream, notes: list[str]) -> Iterator[Message]:
     Your own messages are marked (no link to a profile) and get speaker_id OWNER_ID. Reads the stream twice, the
     first time to learn whether more than two people write.
     """
-    start = stream.tell()
-    names = [a or b.strip() for page in _pages(stream, []) for a, b in VK_NAMES.findall(page)]
-    group = _speakers(names)
-    stream.seek(start)
+    group = _group_chat(stream, VK_NAMES)
     for page in _pages(stream, notes):
         blocks = list(VK_BLOCK.finditer(page))
         messages = [_vk_message(page[block.end(): blocks[n + 1].start() if n + 1 < len(blocks) else len(page)], group)
