@@ -80,15 +80,15 @@ def _group_chat(stream, names: re.Pattern) -> bool:
     encoding does not matter for telling them apart). Stops at the third name."""
     start = stream.tell()
     seen: set[bytes] = set()
-    for page in _raw_pages(stream):
-        for found in names.findall(page):
-            seen.add(TG_VIA_BOT_BYTES.sub(b"", b"".join(found) if isinstance(found, tuple) else found).strip())
-            if len(seen) > 2:
-                break
-        if len(seen) > 2:
-            break
-    stream.seek(start)
-    return len(seen) > 2
+    try:
+        for page in _raw_pages(stream):
+            for found in names.findall(page):
+                seen.add(TG_VIA_BOT_BYTES.sub(b"", b"".join(found) if isinstance(found, tuple) else found).strip())
+                if len(seen) > 2:
+                    return True
+        return False
+    finally:
+        stream.seek(start)
 
 
 def _html_text(fragment: str) -> str:

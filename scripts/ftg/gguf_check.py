@@ -257,7 +257,7 @@ def problems(result: dict, min_top1: float) -> list[str]:
     if not result["tokenizer"]["ok"]:
         found.append(f"tokenization differs from HF on {len(result['tokenizer']['mismatched_texts'])} texts"
                      + ("" if result["tokenizer"]["chat_with_special_tokens"] else " and on the chat template tokens"))
-    top1 = result["logits"].get("top1_agreement_beyond_near_ties", result["logits"]["top1_agreement"])
+    top1 = result["logits"]["top1_agreement_beyond_near_ties"]
     if top1 < min_top1:
         found.append(f"top-1 agreement {top1:.1%} < {min_top1:.0%}")
     reply = result["reply"]
