@@ -51,7 +51,7 @@ from ftg.models import load_model_for_training, resolve_model_dir
 from ftg.paths import (BEST_DIR, CHECKPOINT_PREFIX, EVAL_FILE, LOSS_PLOT, RUN_FILE, TENSORBOARD_DIR, TRAIN_FILE,
                        runs_dir)
 from ftg.runs import (RunRecord, checkpoint_dirs, checkpoint_problem, checkpoint_step, choose_run, copy_adapter,
-                      latest_marked, mark_latest, newest_complete_checkpoint, read_run, write_marker)
+                      mark_latest, read_run, write_marker)
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids
 
 SECTIONS = ["paths", "model", "train", "export"]  # export: the GGUF settings of the auto-export after training
@@ -110,6 +110,10 @@ class StopOnCtrlC(TrainerCallback):
         print("\nCtrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to quit without saving)")
 
     def on_step_end(self, args, state, control, **kwargs):
+        if args.world_size > 1:  # the ranks stop at the same step, or the others wait for the stopped one forever
+            flag = torch.tensor(float(self.requested), device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)  # 4 bytes per optimizer step
+            self.requested = bool(flag.item())
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
@@ -189,6 +193,9 @@ class CheckpointKeeper(TrainerCallback):
         self.run_dir, self.record, self.tokenizer = run_dir, record, tokenizer
 
     def on_save(self, args, state, control, **kwargs):
+        # Under DDP every rank writes its rng_state_<rank>.pth into the checkpoint, and Trainer does not wait for
+        # them: the marker, which lists every file's size, is written once all ranks have saved.
+        args.distributed_state.wait_for_everyone()
         if not state.is_world_process_zero:
             return
         write_marker(self.run_dir / f"{CHECKPOINT_PREFIX}{state.global_step}")
@@ -283,23 +290,25 @@ def write_loss_plot(log_history: list[dict], path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def open_run(cfg, record: RunRecord, state) -> tuple[Path, Path | None]:
-    """Choose the run folder and the checkpoint to resume from; rank 0 decides, other ranks follow latest_run.txt."""
-    output_dir = cfg.paths.output_dir
-    with state.main_process_first():
-        if state.is_main_process:
-            run_dir, checkpoint, decision = choose_run(output_dir, record, cfg.train.resume, cfg.train.run_name)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            mark_latest(run_dir)
-            print(decision)
-        else:
-            run_dir = latest_marked(output_dir)
-            checkpoint = newest_complete_checkpoint(run_dir) if (run_dir / RUN_FILE).exists() else None
+def open_run(cfg, record: RunRecord, state) -> tuple[Path, Path | None, bool]:
+    """(run folder, checkpoint to resume from, whether that run is finished). Rank 0 decides and sends its decision
+    to the other ranks (accelerate launch), so all train the same run from the same step or all stop."""
+    from accelerate.utils import broadcast_object_list
+
+    decision = [None]
+    if state.is_main_process:
+        run_dir, checkpoint, why = choose_run(cfg.paths.output_dir, record, cfg.train.resume, cfg.train.run_name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        mark_latest(run_dir)
+        print(why)
+        finished = checkpoint is None and (run_dir / RUN_FILE).exists() and read_run(run_dir).status == "finished"
+        decision = [(run_dir, checkpoint, finished)]
+    run_dir, checkpoint, finished = broadcast_object_list(decision)[0]
     if checkpoint is not None:  # resuming: the best so far still counts
         old = read_run(run_dir)
         record.best_step, record.best_eval_loss, record.started = old.best_step, old.best_eval_loss, old.started
     record.run_name = run_dir.name
-    return run_dir, checkpoint
+    return run_dir, checkpoint, finished
 
 
 def datasets(tokenizer, files: list[Path], max_seq_len: int, sample_prompts: int):
@@ -321,7 +330,7 @@ def train(cfg) -> tuple[Path, bool]:
     from transformers.integrations import TensorBoardCallback
     from torch.utils.tensorboard import SummaryWriter
 
-    train_cfg, state = cfg.train, PartialState()
+    train_cfg = cfg.train
     model_dir = resolve_model_dir(cfg)
     files = [cfg.paths.data_dir / TRAIN_FILE, cfg.paths.data_dir / EVAL_FILE]
     missing = [str(f) for f in files if not f.exists()]
@@ -332,10 +341,13 @@ def train(cfg) -> tuple[Path, bool]:
     device, device_name, memory, has_bf16 = detect_device()
     plan = plan_device(AutoConfig.from_pretrained(model_dir), memory, train_cfg, device, device_name, has_bf16)
     print(f"Base model: {model_dir}\nDevice plan:\n{plan.describe()}")
+    # The ranks of a multi-process run (accelerate launch); on the CPU only cpu=True makes them one gloo group, as
+    # TrainingArguments(use_cpu=True) will: PartialState() there would give each rank "I am the only process".
+    state = PartialState(cpu=plan.device == "cpu")
     settings = {**dataclasses.asdict(train_cfg), "plan": {k: getattr(plan, k) for k in PLAN_SETTINGS}}
     record = RunRecord(run_name="", base_model=str(model_dir.resolve()), data_hash=data_hash(files), settings=settings)
-    run_dir, checkpoint = open_run(cfg, record, state)
-    if checkpoint is None and (run_dir / RUN_FILE).exists() and read_run(run_dir).status == "finished":
+    run_dir, checkpoint, finished = open_run(cfg, record, state)
+    if finished:
         print(f"Nothing to train. Adapter: {run_dir / BEST_DIR}. Use --resume new to train again.")
         return run_dir, False
 
@@ -346,9 +358,9 @@ def train(cfg) -> tuple[Path, bool]:
     if state.is_main_process:
         record.save(run_dir)
     train_ds, eval_ds, samples = datasets(tokenizer, files, plan.max_seq_len, train_cfg.sample_prompts)
-    writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
+    writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR)) if state.is_main_process else None  # rank 0 logs
     guard, ctrl_c = NonFiniteGuard(train_cfg.max_bad_steps), StopOnCtrlC()
-    callbacks = [guard, ctrl_c, ProgressMetrics(), TensorBoardCallback(tb_writer=writer),
+    callbacks = [guard, ctrl_c, ProgressMetrics(), *([TensorBoardCallback(tb_writer=writer)] if writer else []),
                  SampleReplies(writer, tokenizer, samples), CheckpointKeeper(run_dir, record, tokenizer)]
     trainer = build_trainer(model, tokenizer, train_ds, eval_ds, plan, train_cfg, run_dir, callbacks,
                             eval_on_start=checkpoint is None)
@@ -359,7 +371,8 @@ def train(cfg) -> tuple[Path, bool]:
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
-        writer.close()
+        if writer:
+            writer.close()
     finish(run_dir, record, trainer, guard, ctrl_c, state.is_main_process, train_cfg.learning_rate)
     return run_dir, True
 

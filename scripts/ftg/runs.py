@@ -224,9 +224,3 @@ def new_run_dir(root: Path, run_name: str) -> Path:
 def mark_latest(run_dir: Path) -> None:
     """output/runs/latest_run.txt := this run."""
     (Path(run_dir).parent / LATEST_FILE).write_text(Path(run_dir).name, encoding="utf-8")
-
-
-def latest_marked(output_dir: Path) -> Path:
-    """The run latest_run.txt names (other ranks of a multi-GPU run follow rank 0's choice through it)."""
-    root = runs_dir(output_dir)
-    return root / (root / LATEST_FILE).read_text(encoding="utf-8").strip()
