@@ -121,15 +121,66 @@ def gemma3_multimodal(tokenizer_dir: Path, text_config) -> Path:
     return _finish(partial, folder, {"class": "Gemma3ForConditionalGeneration"})
 
 
-def gemma3n_multimodal(tokenizer_dir: Path, text_config) -> Path:
+GEMMA3N_FAITHFUL_LAYERS, GEMMA3N_FAITHFUL_SHARED, GEMMA3N_FAITHFUL_HIDDEN = 22, 2, 64
+
+
+def faithful_gemma3n_config(per_layer_rows: int = 262144):
+    """Gemma-3n at the real E2B/E4B layout llama.cpp hard-codes (20 K/V layers + shared ones, per-layer width 256,
+    laurel 64, sparsity on the first 10 layers, E2B's FFN width 8192), tiny where llama.cpp allows: hidden 64,
+    2 heads of 32, 2 shared layers. The per-layer table (262144 x 22 x 256 = 1.48 B weights) is the heavy part;
+    `per_layer_rows` keeps only its first rows in transformers (ids beyond them read row 0)."""
+    from transformers import Gemma3nTextConfig
+
+    layers = GEMMA3N_FAITHFUL_LAYERS
+    return Gemma3nTextConfig(
+        vocab_size=262144,
+        vocab_size_per_layer_input=per_layer_rows,
+        hidden_size=GEMMA3N_FAITHFUL_HIDDEN,
+        hidden_size_per_layer_input=256,
+        # E2B's width: llama.cpp's n-1 std in the sparsity cutoff is negligible there, and it takes one width for all
+        intermediate_size=8192,
+        num_hidden_layers=layers,
+        num_kv_shared_layers=GEMMA3N_FAITHFUL_SHARED,
+        activation_sparsity_pattern=[0.95] * 10 + [0.0] * (layers - 10),
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        laurel_rank=64,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=1,
+    )
+
+
+def condition_gemma3n(model) -> None:
+    """Make a random Gemma-3n as well-conditioned as a trained one (a Gemma3nForCausalLM, in place).
+
+    Post-norm weights 0.1 instead of 1: at transformers' default init a random Gemma-3n amplifies rounding by about
+    1.5x per layer, so 22 layers turn f16 rounding alone into 83 % top-1 agreement. Altup output scale 1 instead of
+    0: the default zero would switch the per-layer-input path off.
+    """
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.post_attention_layernorm, layer.post_feedforward_layernorm,
+                         layer.post_per_layer_input_norm, layer.laurel.post_laurel_norm):
+                norm.weight.fill_(0.1)
+            layer.altup.correct_output_scale.fill_(1.0)
+
+
+def gemma3n_multimodal(tokenizer_dir: Path, text_config, name: str = "hub-gemma3n-mm", dtype=torch.float32,
+                       condition=None) -> Path:
     """Gemma3nForConditionalGeneration: real language model, audio tower and embedders; the timm vision tower's
-    tensors written under their real names without instantiating it (see the module docstring)."""
+    tensors written under their real names without instantiating it (see the module docstring).
+
+    name: the cache folder's name; dtype: of the saved tensors (Google's files are bf16); condition: called on the
+    random Gemma3nForCausalLM before it is saved (condition_gemma3n for a GGUF round trip)."""
     from safetensors.torch import save_file
     from transformers import (AutoTokenizer, Gemma3nAudioConfig, Gemma3nConfig, Gemma3nForCausalLM,
                               Gemma3nVisionConfig)
     from transformers.models.gemma3n.modeling_gemma3n import Gemma3nAudioEncoder, Gemma3nMultimodalEmbedder
 
-    folder, partial = _start("hub-gemma3n-mm")
+    folder, partial = _start(name)
     if partial is None:
         return folder
     audio = Gemma3nAudioConfig(hidden_size=32, conf_num_hidden_layers=1, conf_num_attention_heads=2,
@@ -141,20 +192,23 @@ def gemma3n_multimodal(tokenizer_dir: Path, text_config) -> Path:
     torch.manual_seed(0)
     tensors = {}
     language = Gemma3nForCausalLM(config.text_config).to(torch.float32)
+    if condition is not None:
+        condition(language)
+    language.to(dtype)  # in place, one tensor at a time: the full-size per-layer table is 5.9 GB in float32
     for key, value in language.state_dict().items():
         if key.startswith("model."):  # lm_head is tied to embed_tokens and not saved, as in Google's files
             tensors["model.language_model." + key[len("model."):]] = value
     for prefix, module in (("model.audio_tower.", Gemma3nAudioEncoder(config.audio_config)),
                            ("model.embed_audio.", Gemma3nMultimodalEmbedder(config.audio_config, config.text_config)),
                            ("model.embed_vision.", Gemma3nMultimodalEmbedder(config.vision_config, config.text_config))):
-        tensors.update({prefix + k: v.to(torch.float32) for k, v in module.state_dict().items()})
+        tensors.update({prefix + k: v.to(dtype) for k, v in module.state_dict().items()})
     generator = torch.Generator().manual_seed(1)
     timm = "model.vision_tower.timm_model."
-    for name, shape in ((timm + "conv_stem.conv.weight", (8, 3, 3, 3)), (timm + "conv_stem.bn.weight", (8,)),
-                        (timm + "blocks.0.0.conv_exp.weight", (16, 8, 3, 3)), (timm + "blocks.0.0.bn1.weight", (16,)),
-                        (timm + "blocks.0.0.conv_pwl.weight", (8, 16, 1, 1)), (timm + "blocks.0.0.bn2.weight", (8,)),
-                        (timm + "msfa.ffn.pw_proj.conv.weight", (32, 8, 1, 1)), (timm + "msfa.norm.weight", (32,))):
-        tensors[name] = torch.randn(shape, generator=generator) * 0.02
+    for key, shape in ((timm + "conv_stem.conv.weight", (8, 3, 3, 3)), (timm + "conv_stem.bn.weight", (8,)),
+                       (timm + "blocks.0.0.conv_exp.weight", (16, 8, 3, 3)), (timm + "blocks.0.0.bn1.weight", (16,)),
+                       (timm + "blocks.0.0.conv_pwl.weight", (8, 16, 1, 1)), (timm + "blocks.0.0.bn2.weight", (8,)),
+                       (timm + "msfa.ffn.pw_proj.conv.weight", (32, 8, 1, 1)), (timm + "msfa.norm.weight", (32,))):
+        tensors[key] = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
     save_file({k: v.contiguous() for k, v in tensors.items()}, partial / "model.safetensors", metadata={"format": "pt"})
     config.save_pretrained(partial)
     language.generation_config.eos_token_id = [1, 106]

@@ -3,10 +3,10 @@
 The model is random, at the real E2B/E4B layout that llama.cpp hard-codes (20 K/V layers + shared ones, per-layer
 width 256, laurel 64, sparsity on the first 10 layers, E2B's FFN width 8192), made tiny where llama.cpp allows:
 hidden size 64, 2 heads of 32, 2 shared layers. Two choices keep it honest and light:
-- Post-norm weights are 0.1 instead of 1 and the altup output scale is 1 instead of 0. A random Gemma-3n at
-  transformers' default init amplifies rounding by about 1.5x per layer, so 22 layers turn f16 rounding alone into
-  83 % agreement; small post-norms keep it as well-conditioned as a trained model. The default zero output scale would
-  switch the per-layer-input path off.
+- Post-norm weights are 0.1 instead of 1 and the altup output scale is 1 instead of 0 (hub_layouts.condition_gemma3n).
+  A random Gemma-3n at transformers' default init amplifies rounding by about 1.5x per layer, so 22 layers turn f16
+  rounding alone into 83 % agreement; small post-norms keep it as well-conditioned as a trained model. The default
+  zero output scale would switch the per-layer-input path off.
 - The per-layer embedding (262144 x 22 x 256) is the heavy part. transformers keeps only its first 16384 rows (ids
   beyond them read row 0, the zero padding row); the folder handed to the converter holds the full table in f16
   with zeros beyond row 16384. Both sides therefore compute the same function: 369 MB in transformers, 3 GB on disk.
@@ -26,7 +26,9 @@ import torch
 from ftg.gemma3n_export import llama_cpp_layout_problems
 from ftg.paths import CONVERTER_SCRIPT
 
-N_LAYERS, N_SHARED, HIDDEN = 22, 2, 64
+from hub_layouts import (GEMMA3N_FAITHFUL_HIDDEN as HIDDEN, GEMMA3N_FAITHFUL_LAYERS as N_LAYERS,
+                         GEMMA3N_FAITHFUL_SHARED as N_SHARED, condition_gemma3n, faithful_gemma3n_config)
+
 PER_LAYER_ROWS = 16384
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, and then it sleeps in the warm afternoon sun.",
@@ -36,41 +38,13 @@ TEXTS = [
 ]
 
 
-def faithful_tiny_config(per_layer_rows: int = 262144):
-    from transformers import Gemma3nTextConfig
-
-    return Gemma3nTextConfig(
-        vocab_size=262144,
-        vocab_size_per_layer_input=per_layer_rows,
-        hidden_size=HIDDEN,
-        hidden_size_per_layer_input=256,
-        # E2B's width: llama.cpp's n-1 std in the sparsity cutoff is negligible there, and it takes one width for all
-        intermediate_size=8192,
-        num_hidden_layers=N_LAYERS,
-        num_kv_shared_layers=N_SHARED,
-        activation_sparsity_pattern=[0.95] * 10 + [0.0] * (N_LAYERS - 10),
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        laurel_rank=64,
-        max_position_embeddings=2048,
-        pad_token_id=0,
-        bos_token_id=2,
-        eos_token_id=1,
-    )
-
-
 def build_model():
     from transformers import Gemma3nForCausalLM
 
     torch.manual_seed(0)
-    model = Gemma3nForCausalLM(faithful_tiny_config(PER_LAYER_ROWS)).eval()
+    model = Gemma3nForCausalLM(faithful_gemma3n_config(PER_LAYER_ROWS)).eval()
+    condition_gemma3n(model)
     with torch.no_grad():
-        for layer in model.model.layers:
-            for norm in (layer.post_attention_layernorm, layer.post_feedforward_layernorm,
-                         layer.post_per_layer_input_norm, layer.laurel.post_laurel_norm):
-                norm.weight.fill_(0.1)
-            layer.altup.correct_output_scale.fill_(1.0)
         model.model.embed_tokens_per_layer.weight[0] = 0  # ids >= PER_LAYER_ROWS read this row in transformers
     return model
 
@@ -94,7 +68,7 @@ def write_for_converter(model, folder: Path, tokenizer_dir: Path) -> None:
     folder.mkdir(parents=True)
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     del state, table
-    full = faithful_tiny_config()
+    full = faithful_gemma3n_config()
     full.architectures = ["Gemma3nForCausalLM"]
     full.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
