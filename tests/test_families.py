@@ -8,6 +8,7 @@ tokenizer is a stand-in, see there).
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -190,8 +191,8 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
-    """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), then convert (F16 + Q4_K_M
-    and their checks through the llama.cpp runtime that prepare_venv installs)."""
+    """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), convert (F16 + Q4_K_M and
+    their checks through the llama.cpp runtime that prepare_venv installs), then chat --compare and report."""
     import download_model
     import finetune_gemma
     import merge_lora
@@ -254,6 +255,10 @@ def test_every_family_goes_through_the_stages(fixture, request, project_copy, ca
 
         with pytest.raises(UserError, match="FAILED its GGUF check"):
             chat.run(cfg, read=lambda prompt: "/exit")
+        import report as report_stage
+
+        page = report_stage.run(cfg).read_text(encoding="utf-8")  # the page says so too, and still shows the rest
+        assert "FAILED its GGUF check" in page and "Training" in page
         return
     assert failed is None and report["status"] == "passed"
     modelfile = (root / "output" / "Modelfile").read_text(encoding="utf-8")
@@ -263,6 +268,28 @@ def test_every_family_goes_through_the_stages(fixture, request, project_copy, ca
     assert quant["type"] == "Q4_K_M" and quant["tensor_types"]
     if fixture == "hub_gemma4_mm_dir":  # Ollama rejects K-quants of the per-layer table
         assert quant["per_layer_token_embd"] == "Q8_0" and report["tensor_type_overrides"]
+
+    # chat --compare (base, then tuned) and report, on the Q4_K_M file, kept short: the models are random.
+    import chat
+    import report as report_stage
+
+    for key, value in {"temperature": 0.0, "max_tokens": 12, "report_samples": 2, "report_style_replies": 2,
+                       "report_classifier_prompts": 2, "report_eval_examples": 3, "report_reply_tokens": 12}.items():
+        setattr(cfg.chat, key, value)
+    capsys.readouterr()
+    typed = iter(["Привет! Как дела?", "/exit"])
+    chat.run(cfg, compare=True, read=lambda prompt: next(typed))
+    said = capsys.readouterr().out
+    replies = {label: line[len(label):] for line in said.splitlines()
+               for label in (chat.BASE_LABEL, chat.TUNED_LABEL) if line.startswith(label)}
+    assert set(replies) == {chat.BASE_LABEL, chat.TUNED_LABEL}, said[-2000:]
+    tags = ("<end_of_turn>", "<start_of_turn>", "<turn|>", "<|turn>", "<|channel>", "<channel|>", "<eos>")
+    assert not [tag for tag in tags for reply in replies.values() if tag in reply], replies
+    report_stage.run(cfg)
+    figures = json.loads((root / "output" / "report.json").read_text(encoding="utf-8"))
+    assert set(figures["perplexity"]) == {"base", "tuned"}, figures.keys()
+    assert all(math.isfinite(figures["perplexity"][m]["perplexity"]) for m in ("base", "tuned"))
+    assert figures["style"]["distance"]["tuned"] is not None and figures["summary"], figures.get("summary")
 
 
 def test_every_menu_entry_is_a_tested_family():
