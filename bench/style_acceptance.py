@@ -1,9 +1,10 @@
 """Style acceptance: does fine-tuning make Gemma talk in the style of the data? Measured, not claimed.
 
 Runs the whole pipeline on the real Gemma 3 270M on the CPU (prepare -> finetune -> merge -> convert Q4_K_M), then
-generates greedy replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF and
-measures their style against the person's (ftg/style.py: the per-habit distances and the pass-as-yours classifier,
-trained on the person's training replies against the base model's replies to the same prompts). For a persona with a
+generates replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF, sampled as chat
+and the report sample them (--temperature, chat's 0.7 by default, reply i with seed i; 0 = greedy), and measures
+their style against the person's (ftg/style.py: the per-habit distances and the pass-as-yours classifier, trained on
+the person's training replies against the base model's replies to the same prompts). For a persona with a
 machine-checkable marker (the sailor) it also counts the replies that carry it. It scores the held-out replies'
 perplexity with both GGUFs.
 
@@ -84,12 +85,14 @@ def last_exchanges(path: Path, limit: int, exclude: set[str] = frozenset()) -> l
     return pairs
 
 
-def greedy_replies(gguf: Path, prompts: list[str], chat_cfg, max_tokens: int, label: str) -> list[str]:
-    """Greedy single-turn replies of a GGUF to each prompt; the first three are printed."""
+def single_turn_replies(gguf: Path, prompts: list[str], chat_cfg, max_tokens: int, label: str) -> list[str]:
+    """Single-turn replies of a GGUF to each prompt, sampled as ftg.gguf_run.sample_replies samples them
+    (chat_cfg.temperature, reply i with seed i); the first three are printed."""
     replies = []
     with open_gguf(gguf, chat_cfg.context_size, chat_cfg.n_gpu_layers) as model:
         for number, prompt in enumerate(tqdm(prompts, desc=f"replies {label}", unit="reply")):
-            replies.append(generate_reply(model, [{"role": "user", "content": prompt}], max_tokens).strip())
+            replies.append(generate_reply(model, [{"role": "user", "content": prompt}], max_tokens,
+                                          chat_cfg.temperature, seed=number).strip())
             if number < 3:
                 tqdm.write(f"  [{label}] {prompt[:60]!r} -> {replies[-1][:120]!r}")
     return replies
@@ -102,7 +105,7 @@ def marker_share(replies: list[str], marker: str) -> float:
 
 def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Path | None, me: list[str],
         workdir: Path, model: Path | None, steps: int, learning_rate: float, reply_tokens: int,
-        conversations: int = 400, train_replies: int = 120) -> dict:
+        conversations: int = 400, train_replies: int = 120, temperature: float | None = None) -> dict:
     started = time.perf_counter()
     held_out = None
     if dataset is None:
@@ -118,7 +121,7 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         "data": {"input": str(dataset), "output": str(workdir / "data"), "me": me},
         "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new"},
         "export": {"quant": "Q4_K_M", "extra_quants": []},
-        "chat": {"n_gpu_layers": 0},
+        "chat": {"n_gpu_layers": 0, **({} if temperature is None else {"temperature": temperature})},
     })
     prepare_conversation_data.run(cfg)
     tuned_gguf = pipeline.run(cfg)  # trains, merges, writes output/finetuned_gemma.gguf (Q4_K_M) with its checks
@@ -130,11 +133,11 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
     else:
         prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
         person = [conversation[-1]["content"] for conversation in conversations_eval]
-    print(f"\nGenerating greedy replies to {len(prompts)} held-out prompts...")
-    tuned = greedy_replies(tuned_gguf, prompts, cfg.chat, reply_tokens, "tuned")
-    base = greedy_replies(base_gguf, prompts, cfg.chat, reply_tokens, "base")
+    print(f"\nGenerating replies to {len(prompts)} held-out prompts at temperature {cfg.chat.temperature:g}...")
+    tuned = single_turn_replies(tuned_gguf, prompts, cfg.chat, reply_tokens, "tuned")
+    base = single_turn_replies(base_gguf, prompts, cfg.chat, reply_tokens, "base")
     train = last_exchanges(cfg.paths.data_dir / TRAIN_FILE, train_replies, set(prompts))
-    base_train = greedy_replies(base_gguf, [p for p, _ in train], cfg.chat, reply_tokens, "base, training prompts") \
+    base_train = single_turn_replies(base_gguf, [p for p, _ in train], cfg.chat, reply_tokens, "base, training prompts") \
         if train else []
     figures = style.style_report(person, base, tuned, [r for _, r in train], base_train)
 
@@ -142,7 +145,7 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
                                        desc="perplexity base")["perplexity"]
     ppl_tuned = reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
                                         desc="perplexity tuned")["perplexity"]
-    result = {"persona": persona, "marker": marker, "prompts": len(prompts),
+    result = {"persona": persona, "marker": marker, "prompts": len(prompts), "temperature": cfg.chat.temperature,
               "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
               "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
                           for p, r, b, t in list(zip(prompts, person, base, tuned))[:10]]}
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     # onto that grid when the tuned model is quantized to Q4_K_M again (scripts/run_demo.py: DEMO_SETTINGS).
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate of the fine-tune")
     parser.add_argument("--reply-tokens", type=int, default=96, help="longest generated reply, in tokens")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature of the replies (default: chat.temperature, 0.7; 0 = greedy)")
     parser.add_argument("--conversations", type=int, default=400, help="conversations of the persona's dataset")
     parser.add_argument("--train-replies", type=int, default=120,
                         help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts, args.me,
                      args.workdir.resolve(), args.model, args.steps, args.learning_rate, args.reply_tokens,
-                     args.conversations, args.train_replies)
+                     args.conversations, args.train_replies, args.temperature)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         verdict = "ACCEPTED" if accepted(result) else "NOT ACCEPTED"
         needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}" if marker

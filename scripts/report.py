@@ -19,8 +19,9 @@ distance per habit and overall, and the share of replies that an authorship clas
 
 Perplexity is computed by llama.cpp on the two GGUFs (base and tuned, the same quant type) over the last reply of
 each held-out conversation: exp(mean negative log-likelihood per token of the reply and its <end_of_turn>); the
-earlier turns are context only. Lower means your real replies surprise the model less. The sample replies are
-greedy (temperature 0), so the report is the same each time it is made from the same files.
+earlier turns are context only. Lower means your real replies surprise the model less. The replies are sampled as
+chat samples them (chat.temperature, 0.7 by default), reply i with seed i, so the report is the same each time it is
+made from the same files (ftg/gguf_run.py: sample_replies says why not greedy).
 
 Run:
     python scripts/report.py                      (convert_to_gguf and run_demo write it too)

@@ -148,7 +148,7 @@ class ChatConfig:
     max_tokens: int = 512
     """Longest chat reply in tokens; the reply is cut there."""
     temperature: float = 0.7
-    """Randomness of chat replies: 0 = always the most likely token (repeatable), 1 = varied."""
+    """Randomness of chat replies, and of the report's: 0 = always the most likely token, 1 = varied."""
     n_gpu_layers: int = -1
     """Model layers llama.cpp puts on the GPU: -1 = all, 0 = none (CPU only); ignored without GPU support."""
     context_size: int = 4096
@@ -156,7 +156,7 @@ class ChatConfig:
     report_samples: int = 10
     """Held-out conversations shown in output/report.html with the real, base and tuned replies."""
     report_reply_tokens: int = 96
-    """Longest generated reply in the report (greedy; a base model often never stops on its own)."""
+    """Longest generated reply in the report (a base model often never stops on its own)."""
     report_eval_examples: int = 100
     """Held-out conversations scored for the base vs tuned perplexity in the report."""
     report_style_replies: int = 16

@@ -88,15 +88,17 @@ def prompt_tokens(model: Model, messages: list[dict], add_generation_prompt: boo
     return model.tokenize(render_prompt(model, messages, add_generation_prompt))
 
 
-def generate_reply(model: Model, messages: list[dict], max_tokens: int, temperature: float = 0.0, show=None) -> str:
+def generate_reply(model: Model, messages: list[dict], max_tokens: int, temperature: float = 0.0, show=None,
+                   seed: int = 0) -> str:
     """The model's reply to `messages` (OpenAI-style dicts), through the GGUF's chat template.
 
-    temperature 0 is greedy, so the reply is repeatable; otherwise top-k 40 / top-p 0.95 sampling, the usual chat
-    defaults. The reply ends at an end-of-generation token (<end_of_turn>, <turn|>) or after max_tokens. show(text) gets each
-    new piece as it arrives; a character split over two tokens is shown once it is whole.
+    temperature 0 is greedy; otherwise top-k 40 / top-p 0.95 sampling, the usual chat defaults, drawn with `seed`
+    (the same seed, model and messages give the same reply). The reply ends at an end-of-generation token
+    (<end_of_turn>, <turn|>) or after max_tokens. show(text) gets each new piece as it arrives; a character split over
+    two tokens is shown once it is whole.
     """
     tokens, shown = [], ""
-    sampling = {"temperature": temperature, "top_k": 40, "top_p": 0.95} if temperature > 0 else {}
+    sampling = {"temperature": temperature, "top_k": 40, "top_p": 0.95, "seed": seed} if temperature > 0 else {}
     for token in model.generate(prompt_tokens(model, messages), max_tokens, **sampling):
         tokens.append(token)
         text = model.detokenize(tokens)
@@ -176,11 +178,18 @@ def reply_perplexity(gguf: Path, conversations: list[list[dict]], n_gpu_layers: 
 
 
 def sample_replies(gguf: Path, conversations: list[list[dict]], chat_cfg, desc: str = "") -> list[str]:
-    """Greedy replies of a GGUF to each conversation without its last message (at most chat.report_reply_tokens)."""
+    """Replies of a GGUF to each conversation without its last message (at most chat.report_reply_tokens), sampled
+    as chat samples them (chat.temperature; 0 = greedy), reply i with seed i.
+
+    Why sampled: the style is measured the way you will hear it. Greedy decoding always takes the single likeliest
+    token, so a person who starts 3 replies in 10 with "ахах" gets it in every reply, and small models fall into
+    loops ("ахах\nахах\n...") that chat at temperature 0.7 does not show. The fixed seeds keep the report the same
+    each time it is made from the same files, and give two models the same draws."""
     replies = []
     with open_gguf(gguf, n_ctx=chat_cfg.context_size, n_gpu_layers=chat_cfg.n_gpu_layers) as model:
         reserve = min(chat_cfg.report_reply_tokens, model.n_ctx // 2)
-        for messages in tqdm(conversations, desc=desc or f"replies {gguf.name}", unit="reply"):
+        for number, messages in enumerate(tqdm(conversations, desc=desc or f"replies {gguf.name}", unit="reply")):
             prompt = fit_to_context(model, messages[:-1], reserve)
-            replies.append(generate_reply(model, prompt, chat_cfg.report_reply_tokens).strip())
+            replies.append(generate_reply(model, prompt, chat_cfg.report_reply_tokens, chat_cfg.temperature,
+                                          seed=number).strip())
     return replies
