@@ -22,7 +22,7 @@ from test_finetune import SCRIPT, train_args, write_data
 
 LOSS_TOLERANCE = 1e-3
 """Absolute, on losses near 12.4 (the tiny model is random). Measured 1- vs 2-process: 0 at step 1, then up to
-1.5e-4 (dev_log.ddp.txt): gradients are summed in another float32 order (over ranks by gloo, not within one
+1.5e-4 (dev_log.txt, 2026-12-02): gradients are summed in another float32 order (over ranks by gloo, not within one
 micro-batch), and Adam's first update, lr x sign(g), turns that noise into weight changes of the order of lr. Other
 data in a step moves the loss by 3e-2 or more."""
 
