@@ -51,6 +51,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]  # the project's ftg and the tests' hub_layouts
 BASE_NAME = "hub-gemma3n-e2b-layout"
 """The base model's cache folder under FTG_CACHE_DIR (hub_layouts adds its layout version)."""
 CHAT_MESSAGE = "Hi! How was your weekend?"
@@ -58,7 +59,6 @@ CHAT_MESSAGE = "Hi! How was your weekend?"
 
 def build_base() -> Path:
     """The Hub-layout Gemma-3n at the faithful layout (built once; the demo folder gives the real tokenizer)."""
-    sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
     import torch
     from hub_layouts import condition_gemma3n, faithful_gemma3n_config, gemma3n_multimodal
 
@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
     for sub in ("models", "data", "output", "logs"):
         (work / sub).mkdir(parents=True)
-    sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
     from hub_layouts import LAYOUT_VERSION
 
     from ftg.models import CACHE_DIR

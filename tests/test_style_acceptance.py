@@ -30,7 +30,7 @@ def test_style_is_learned_and_measured(demo_model_dir, tmp_path):
          "--marker", SIGNATURE, "--prompts", str(prompts), "--me", ME_NAME, "--model", str(demo_model_dir),
          "--workdir", str(tmp_path / "work"), "--steps", "30",
          # The marker is the acceptance here, so the base model does not answer 120 training prompts for the
-         # pass-as-yours classifier (about 4 of the test's 18 minutes); the report stage still trains one on 16.
+         # pass-as-yours classifier (the report stage still trains one on 16). CI: 1086 s with them, 917 s without.
          "--train-replies", "0"],
         capture_output=True, text=True, encoding="utf-8",
     )
