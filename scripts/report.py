@@ -270,9 +270,11 @@ def perplexity_html(figures: dict) -> tuple[str, str]:
     return "".join(parts), summary
 
 
-def replies_html(shown: list[list[dict]], replies: dict, reply_tokens: int) -> str:
-    parts = [f"<h3>{len(shown)} held-out conversations</h3><p class=\"small\">Greedy replies, at most {reply_tokens} "
-             "tokens; neither model saw these conversations in training.</p>"]
+def replies_html(shown: list[list[dict]], replies: dict, chat_cfg) -> str:
+    how = (f"sampled as chat samples them (temperature {chat_cfg.temperature:g}, reply i with seed i)"
+           if chat_cfg.temperature > 0 else "greedy")
+    parts = [f"<h3>{len(shown)} held-out conversations</h3><p class=\"small\">Replies {how}, at most "
+             f"{chat_cfg.report_reply_tokens} tokens; neither model saw these conversations in training.</p>"]
     header = "<tr><th>conversation</th><th>real reply</th><th>base model</th><th>fine-tuned</th></tr>"
     rows = []
     for number, messages in enumerate(shown):
@@ -302,7 +304,7 @@ def style_section(cfg) -> tuple[str, str, dict]:
         parts.append(style.style_html(fingerprint, style.habit_chart_png(fingerprint)))
     perplexity, summary = perplexity_html(found["perplexity"])
     parts.append(perplexity)
-    parts.append(replies_html(conversations[: cfg.chat.report_samples], replies, cfg.chat.report_reply_tokens))
+    parts.append(replies_html(conversations[: cfg.chat.report_samples], replies, cfg.chat))
     return "".join(parts), verdict or summary, figures
 
 

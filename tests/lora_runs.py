@@ -3,7 +3,7 @@ merge and convert tests, without depending on the trainer.
 
 `teach` fits the LoRA weights for a few steps on fixed chats, so the merged model really answers and ends its reply
 with <end_of_turn> (what a trained adapter does); that adapter is cached under FTG_CACHE_DIR like the other fixtures.
-Otherwise lora_B gets random values so the merge changes the model.
+Otherwise lora_B and the turn tokens' rows get random values so the merge changes the model.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def make_run(output_dir: Path, base: Path, model_class: str, name: str = "test-r
              target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")) -> Path:
     run_dir = Path(output_dir) / "runs" / name
     if teach:
-        cached = CACHE_DIR / f"taught-lora-{Path(base).name}-{teach}-v1"
+        cached = CACHE_DIR / f"taught-lora-{Path(base).name}-{teach}-v2"
         if not (cached / "adapter_model.safetensors").exists():
             partial = cached.with_name(cached.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
@@ -46,13 +46,16 @@ def _make_adapter(folder: Path, base: Path, model_class: str, teach: int, target
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
-    from ftg.chat_template import ensure_chat_template
+    from ftg.chat_template import ChatFormat, ensure_chat_template
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(base)
     ensure_chat_template(tokenizer)
     model = getattr(transformers, model_class).from_pretrained(base, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules)))
+    # As finetune_gemma trains: LoRA plus the turn tokens' rows of the tied embedding.
+    turn_tokens = ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer)
+    model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules),
+                                             trainable_token_indices=turn_tokens))
     if teach:
         # A few full-sequence steps on two chats: enough for the 270M to answer them and stop (about 3 s per step on 2 busy cores).
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
@@ -71,5 +74,7 @@ def _make_adapter(folder: Path, base: Path, model_class: str, teach: int, target
             for param_name, param in model.named_parameters():
                 if "lora_B" in param_name:
                     param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+                if "trainable_tokens_delta" in param_name:  # the rows' new values, moved off the base rows
+                    param.add_(torch.randn(param.shape, generator=generator) * 0.02)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

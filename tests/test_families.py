@@ -86,6 +86,9 @@ def test_chat_format_comes_from_the_models_template(fixture, request, tmp_path):
     assert fmt.end_of_turn == end and fmt.generation_extra == extra
     assert fmt.end_of_turn_id(tokenizer) == 106  # both vocabularies keep the end of a turn at id 106
     assert end in fmt.tags and "<bos>" in fmt.tags
+    # The rows finetune_gemma trains besides LoRA: the tokens that open and close a turn, not <bos>.
+    opener = "<|turn>" if end == "<turn|>" else "<start_of_turn>"
+    assert tokenizer.convert_ids_to_tokens(fmt.turn_token_ids(tokenizer)) == [opener, end]
     if extra:  # thinking tags must never reach the user
         assert {"<|channel>", "<channel|>", "<|think|>"} <= set(fmt.tags)
     modelfile = convert.write_modelfile(tmp_path, tmp_path / "finetuned_gemma.gguf", fmt).read_text(encoding="utf-8")

@@ -224,8 +224,9 @@ def test_device_plan_uses_the_memory_levers_where_the_card_needs_them():
 # ------------------------------------------------------------------------------------------------ Gemma-3n
 
 
-def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, tmp_path):
-    """Same functions as finetune_gemma.run: plan, load with LoRA, Trainer; only LoRA weights of the LM change."""
+def test_tiny_gemma3n_trains_only_language_model_lora_weights_and_turn_tokens(tiny_gemma3n_dir, tmp_path):
+    """Same functions as finetune_gemma.run: plan, load with LoRA, Trainer; only LoRA weights of the LM and the turn
+    tokens' embedding rows change."""
     from transformers import AutoConfig, set_seed
 
     write_data(tmp_path / "data", n_train=16, n_eval=2)
@@ -248,8 +249,12 @@ def test_tiny_gemma3n_trains_only_language_model_lora_weights(tiny_gemma3n_dir, 
     assert math.isfinite(result.training_loss)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
     lora = {name for name in before if ".lora_" in name}
-    assert changed and changed <= lora, sorted(changed - lora)[:5]
-    assert {n for n in lora if ".lora_B." in n} <= changed  # every adapter learned something
+    # Besides LoRA, only the turn tokens' rows of the (tied) embedding: one [2 x hidden] parameter, the rest frozen.
+    turn_rows = {name for name in before if "trainable_tokens_delta" in name}
+    assert turn_rows == {"base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta.default"}
+    assert before[next(iter(turn_rows))].shape == (2, model.get_base_model().config.hidden_size)
+    assert changed and changed <= lora | turn_rows, sorted(changed - lora - turn_rows)[:5]
+    assert {n for n in lora if ".lora_B." in n} | turn_rows <= changed  # every adapter learned something
     for name in lora:  # base_model.model.model.layers.N.(self_attn|mlp).X_proj.lora_A.default.weight
         module = name.split("base_model.model.", 1)[1].split(".lora_")[0]
         assert re.fullmatch(LORA_TARGET_REGEX, module), name

@@ -51,7 +51,7 @@ def test_merge_matches_the_adapter_reloads_strictly_and_is_idempotent(tiny_gemma
     assert "<start_of_turn>" in tokenizer.chat_template
 
     model = load_strictly(merged)
-    ids = torch.tensor([[2, 818, 5279, 529, 7001, 563]])
+    ids = torch.tensor([[2, 105, 818, 5279, 529, 7001, 563, 106]])  # the turn tokens' trained rows in and out
     reference = PeftModel.from_pretrained(
         AutoModelForCausalLM.from_pretrained(tiny_gemma3_dir, dtype=torch.float32), run_dir / "best")
     base = AutoModelForCausalLM.from_pretrained(tiny_gemma3_dir, dtype=torch.float32)
@@ -60,6 +60,10 @@ def test_merge_matches_the_adapter_reloads_strictly_and_is_idempotent(tiny_gemma
         base_logits = base(ids).logits
     torch.testing.assert_close(merged_logits, adapter_logits, atol=1e-4, rtol=1e-4)
     assert (merged_logits - base_logits).abs().max() > 1e-3, "the merge did not change the model"
+    # The turn tokens' rows are folded into the embedding, which stays tied to the output layer.
+    trained = reference.get_base_model().model.embed_tokens.token_adapter.trainable_tokens_delta["default"]
+    torch.testing.assert_close(model.model.embed_tokens.weight[[105, 106]], trained)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
     stamp = (merged / "merge.json").stat().st_mtime_ns
     capsys.readouterr()

@@ -1,7 +1,8 @@
 """Speed/memory levers of issue 7, checked for correctness on a tiny Gemma-3n (their effect is measured by bench/).
 
 - ftg.chunked_loss: the same loss and gradients as the model's own loss, softcap included, on both of its paths
-  (fused: gradient computed in forward; recompute: logits recomputed in backward), with lm_head trained or frozen.
+  (fused: gradient computed in forward; recompute: logits recomputed in backward), with lm_head trained, frozen, or frozen but for
+  the turn tokens' rows (peft's trainable_token_indices, as finetune_gemma trains).
 - ftg.cpu_embeddings: the per-layer embedding table moved to the CPU gives the same logits and gradients.
 """
 
@@ -49,20 +50,36 @@ def _loss_and_grads(model, input_ids, labels, position_ids, **kwargs):
     return loss.detach(), grads
 
 
+def _train_turn_tokens(model, input_ids, labels):
+    """peft's trainable_token_indices, as finetune_gemma uses them: three rows of the tied embedding / lm_head, two
+    of them among the batch's tokens and labels; their values moved off the base rows, so that a loss that read the
+    base rows instead would differ."""
+    from peft import LoraConfig, get_peft_model
+
+    rows = [int(input_ids[0, 7]), int(labels[0, 30]), 5]
+    model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], trainable_token_indices=rows))
+    delta = model.get_base_model().model.embed_tokens.token_adapter.trainable_tokens_delta["default"]
+    with torch.no_grad():
+        delta.add_(torch.randn(delta.shape, generator=torch.Generator().manual_seed(2), dtype=delta.dtype) * 10)
+    return model
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "recompute"])
-@pytest.mark.parametrize("frozen_head", [False, True], ids=["head_trained", "head_frozen"])
+@pytest.mark.parametrize("head", ["head_trained", "head_frozen", "turn_tokens"])
 @pytest.mark.parametrize("num_items", [None, 23])
-def test_chunked_loss_matches_model_loss_and_gradients(num_items, frozen_head, fused):
+def test_chunked_loss_matches_model_loss_and_gradients(num_items, head, fused):
     input_ids, labels, position_ids = _packed_batch()
     kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
     model = _tiny_gemma3n()
     assert model.config.final_logit_softcapping == 30.0
+    if head == "head_frozen":  # as under LoRA: the tied embedding / lm_head gets no gradient, only the hidden states do
+        model.lm_head.weight.requires_grad_(False)
+    if head == "turn_tokens":  # as finetune_gemma trains: LoRA, plus the turn tokens' rows of the tied embedding
+        model = _train_turn_tokens(model, input_ids, labels)
     with torch.no_grad():
         logits = model(input_ids=input_ids, position_ids=position_ids).logits
     assert logits.abs().max() > 25, "the softcap must be exercised (logits near +-30)"
 
-    if frozen_head:  # as under LoRA: the tied embedding / lm_head gets no gradient, only the hidden states do
-        model.lm_head.weight.requires_grad_(False)
     plain_loss, plain_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
     enable_chunked_loss(model, chunk_tokens=7, fused=fused)  # 24 labelled tokens -> 4 chunks, the last one partial
     chunked_loss, chunked_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
@@ -70,9 +87,11 @@ def test_chunked_loss_matches_model_loss_and_gradients(num_items, frozen_head, f
     assert torch.isfinite(plain_loss)
     torch.testing.assert_close(chunked_loss, plain_loss, rtol=1e-5, atol=1e-5)
     assert plain_grads.keys() == chunked_grads.keys()
-    assert len(plain_grads) > 10
+    assert len(plain_grads) > (3 if head == "turn_tokens" else 10)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-5, atol=1e-5, msg=name)
+    if head == "turn_tokens":
+        assert any("trainable_tokens_delta" in name and grad.abs().max() > 0 for name, grad in plain_grads.items())
 
     # Without labels the model still returns its logits (generate() and the sample replies rely on this).
     with torch.no_grad():

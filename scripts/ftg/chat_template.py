@@ -160,6 +160,14 @@ class ChatFormat:
                             "model's vocabulary; the model could not learn to stop.")
         return token_id
 
+    def turn_token_ids(self, tokenizer) -> list[int]:
+        """Ids of the special tokens that open and close turns ("<start_of_turn>", "<end_of_turn>"; Gemma 4's
+        "<|turn>", "<turn|>"): the tokens a fine-tune must teach the model to read and, for the end of turn, to
+        emit. The beginning-of-text token is left out: it is no part of a turn."""
+        markers = self.user_header + self.model_header + self.end_of_turn
+        found = [tag for tag in self.tags if tag in markers and tag != tokenizer.bos_token]
+        return sorted({tokenizer.convert_tokens_to_ids(tag) for tag in found} | {self.end_of_turn_id(tokenizer)})
+
     def reply_parts(self, render, messages: list[dict]) -> tuple[str, str]:
         """(prompt text, reply text) of a conversation whose last message is the model's reply: the prompt is what
         the generation prompt renders (what an app sends), the reply is the reply's text as the template writes it

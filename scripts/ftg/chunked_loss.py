@@ -16,7 +16,9 @@ Two ways to get the gradient (issue 17):
   chunk, while that chunk's logits exist (softmax - one-hot, times the softcap's derivative, @ lm_head.weight), and
   kept ([labelled tokens x hidden], a few MB); the backward only scales it. Two vocabulary-wide matmuls per
   labelled token instead of three, and no more memory than the recompute path (one chunk's logits at a time).
-  liger-kernel's fused linear cross-entropy does the same in Triton, on CUDA only; this is plain torch.
+  liger-kernel's fused linear cross-entropy does the same in Triton, on CUDA only; this is plain torch. It also
+  takes the lm_head that peft wraps when the turn tokens' rows are trained (ftg.models; issue 14): the frozen
+  weight plus those few trained rows, never a copy of the whole matrix.
 - recompute: each chunk under torch.utils.checkpoint, its logits recomputed in backward (the issue-7 version; a
   third 262k-wide matmul per labelled token). Kept to measure the fused path against (bench/peer_compare.py).
 
@@ -49,51 +51,85 @@ def _chunk_loss_sum(hidden: torch.Tensor, targets: torch.Tensor, lm_head: torch.
 
 
 class FusedLinearCrossEntropy(torch.autograd.Function):
-    """sum of cross_entropy(softcap(hidden @ weight.T), targets); gradients computed in forward, chunk by chunk.
+    """sum of cross_entropy(softcap(hidden @ W.T), targets); gradients computed in forward, chunk by chunk.
 
     hidden: [n, h] (labelled positions only), weight: [vocab, h], targets: [n] (no -100 left).
+    W is `weight` with the rows `row_ids` replaced by `row_weight` ([k, h]) when row_ids is given: peft's trainable
+    tokens on a tied lm_head. Their logits are recomputed from row_weight ([chunk x k], cheap) rather than building W,
+    a copy of the whole 262k-row matrix, in every chunk.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, targets, softcap, chunk_tokens, need_hidden_grad, need_weight_grad):
+    def forward(ctx, hidden, weight, row_ids, row_weight, targets, softcap, chunk_tokens, need_hidden_grad,
+                need_weight_grad, need_row_grad):
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_hidden_grad else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if need_weight_grad else None
+        grad_rows = torch.zeros_like(row_weight, dtype=torch.float32) if need_row_grad else None
+        if row_ids is not None:
+            rows = row_weight.to(weight.dtype)
+            row_shift = rows - weight.index_select(0, row_ids)  # grad @ W = grad @ weight + grad[:, rows] @ shift
         for start in range(0, targets.shape[0], chunk_tokens):
             h, t = hidden[start:start + chunk_tokens], targets[start:start + chunk_tokens]
             logits = h @ weight.t()
+            if row_ids is not None:
+                logits[:, row_ids] = h @ rows.t()
             if softcap is not None:  # exactly the model's forward: logits / cap -> tanh -> * cap, in the compute dtype
                 tanh = torch.tanh(logits / softcap)
                 logits = tanh * softcap
             logits = logits.float()
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            if grad_hidden is None and grad_weight is None:
+            if grad_hidden is None and grad_weight is None and grad_rows is None:
                 continue
             grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits (one [chunk x vocab] buffer)
             grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
             if softcap is not None:
                 grad.mul_(1.0 - tanh.float().square())  # d(cap * tanh(x / cap)) / dx
             grad = grad.to(hidden.dtype)
+            row_grad = None if row_ids is None else grad[:, row_ids]
             if grad_hidden is not None:
                 grad_hidden[start:start + chunk_tokens] = grad @ weight
+                if row_ids is not None:
+                    grad_hidden[start:start + chunk_tokens] += row_grad @ row_shift
             if grad_weight is not None:
                 grad_weight += (grad.t() @ h).float()
-        ctx.weight_dtype = weight.dtype
-        ctx.save_for_backward(grad_hidden, grad_weight)
+            if grad_rows is not None:
+                grad_rows += (row_grad.t() @ h).float()
+        if grad_weight is not None and row_ids is not None:
+            grad_weight[row_ids] = 0.0  # those rows of `weight` are replaced, so they do not reach the loss
+        ctx.weight_dtype, ctx.row_dtype = weight.dtype, None if row_weight is None else row_weight.dtype
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_rows)
         return total
 
     @staticmethod
     def backward(ctx, grad_total):
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight, grad_rows = ctx.saved_tensors
         hidden = None if grad_hidden is None else grad_hidden * grad_total.to(grad_hidden.dtype)
         weight = None if grad_weight is None else (grad_weight * grad_total).to(ctx.weight_dtype)
-        return hidden, weight, None, None, None, None, None
+        rows = None if grad_rows is None else (grad_rows * grad_total).to(ctx.row_dtype)
+        return hidden, weight, None, rows, None, None, None, None, None, None
 
 
-def fused_loss_applies(lm_head: torch.nn.Module) -> bool:
-    """The fused path needs a plain bias-free Linear head (Gemma's tied, frozen lm_head under LoRA is one)."""
-    return type(lm_head) is torch.nn.Linear and lm_head.bias is None
+def fused_head(lm_head: torch.nn.Module):
+    """(weight, row_ids, row_weight) for the fused path, or None where it does not apply.
+
+    It needs a plain bias-free Linear head (Gemma's tied, frozen lm_head under LoRA is one), or one that peft's
+    trainable_token_indices wraps (TrainableTokensWrapper, one active adapter): the frozen weight, the trained rows'
+    ids and their trained values. Anything else (several adapters, merged, disabled) goes through lm_head itself.
+    """
+    if type(lm_head) is torch.nn.Linear and lm_head.bias is None:
+        return lm_head.weight, None, None
+    tokens = getattr(lm_head, "token_adapter", None)  # peft.utils.other.TrainableTokensWrapper
+    base = getattr(tokens, "base_layer", None)
+    if type(base) is not torch.nn.Linear or base.bias is not None or tokens.merged or tokens.disable_adapters:
+        return None
+    if len(tokens.active_adapters) != 1:
+        return None
+    adapter = tokens.active_adapters[0]
+    row_weight = tokens.trainable_tokens_delta[adapter]  # the rows' values, not a difference, despite the name
+    row_ids = torch.tensor(tokens.token_indices[adapter], device=base.weight.device)
+    return base.weight, row_ids, row_weight
 
 
 def chunked_causal_lm_loss(
@@ -120,11 +156,13 @@ def chunked_causal_lm_loss(
     # skip their 262k-wide projection entirely.
     keep = (targets != IGNORE_INDEX).nonzero().squeeze(1)
     hidden, targets = hidden.index_select(0, keep), targets.index_select(0, keep)
-    if fused and fused_loss_applies(lm_head):
+    head = fused_head(lm_head) if fused else None
+    if head is not None:
+        weight, row_ids, row_weight = head
         grad_on = torch.is_grad_enabled()
-        total = FusedLinearCrossEntropy.apply(hidden, lm_head.weight, targets, softcap, chunk_tokens,
-                                              grad_on and hidden.requires_grad,
-                                              grad_on and lm_head.weight.requires_grad)
+        total = FusedLinearCrossEntropy.apply(hidden, weight, row_ids, row_weight, targets, softcap, chunk_tokens,
+                                              grad_on and hidden.requires_grad, grad_on and weight.requires_grad,
+                                              grad_on and row_weight is not None and row_weight.requires_grad)
         return _reduce(total, targets, num_items_in_batch)
     total = hidden_states.new_zeros((), dtype=torch.float32)
     for start in range(0, targets.shape[0], chunk_tokens):

@@ -136,7 +136,10 @@ def estimate_peak_bytes(
         weights = counts["quantizable"] * 4.127 / 8 + other * 2
     else:
         weights = (counts["quantizable"] + other) * dtype_bytes
-    # LoRA weights in fp32: weight + grad + 2 AdamW moments = 16 bytes per parameter.
+    # LoRA weights in fp32: weight + grad + 2 AdamW moments = 16 bytes per parameter. The turn tokens' trained
+    # embedding rows (ftg.models) add a few rows; peft's copy of the embedding matrix lives only at the very start of
+    # the forward pass and its dense gradient only at the very end of the backward pass, when activations are near
+    # their lowest, so neither is counted at the peak.
     lora = counts["lora"] * 16
     tokens = micro_batch * seq_len  # packed: one row of all the micro-batch's conversations
     # Saved activations per token and layer, in dtype bytes: ~10 hidden-sized tensors (norms, q/k/v/o, residuals,

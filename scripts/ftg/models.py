@@ -121,6 +121,7 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
     plan: an ftg.device_plan.DevicePlan (method, precision, checkpointing and memory levers).
     """
     from peft import LoraConfig, get_peft_model
+    from ftg.chat_template import ChatFormat
     from ftg.chunked_loss import enable_chunked_loss
     from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
     from ftg.device_plan import KEEP_OUT_OF_4BIT, LORA_TARGET_REGEX
@@ -144,11 +145,17 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
     model.config.use_cache = False
     if plan.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    tokenizer = load_tokenizer(model_dir)
     lora_config = LoraConfig(
         r=train_cfg.lora_r,
         lora_alpha=train_cfg.lora_alpha,
         lora_dropout=train_cfg.lora_dropout,
         target_modules=LORA_TARGET_REGEX,
+        # The turn tokens' embedding rows are trained too (a few rows of the tied embedding / lm_head; merge_lora
+        # folds them in). In a pretrained (-pt) checkpoint "<end_of_turn>" is an untrained row, a near-copy of the
+        # 6,242 "<unusedN>" rows (cosine 0.91 on the 270M), which LoRA alone cannot separate: the tuned model then
+        # ends a reply with an "<unusedN>" and goes on talking (issue 14, dev_log 2026-12-02).
+        trainable_token_indices=ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer),
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)  # freezes every base weight (towers included)
@@ -156,5 +163,4 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
         enable_chunked_loss(model, plan.loss_chunk_tokens)
     if plan.per_layer_embeddings_on_cpu:
         keep_per_layer_embeddings_on_cpu(model)
-    tokenizer = load_tokenizer(model_dir)
     return model, tokenizer
