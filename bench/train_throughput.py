@@ -136,9 +136,10 @@ def write_random_checkpoint(spec, folder: Path, device: str) -> None:
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    # The loader needs a tokenizer in the folder; the data is token ids already, so a 4-token one will do (the real
-    # 262k Gemma tokenizer is 33 MB and is not on the GPU machine).
-    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3}
+    # The loader needs a tokenizer in the folder; the data is token ids already, so a few tokens will do (the real
+    # 262k Gemma tokenizer is 33 MB and is not on the GPU machine). The turn tokens sit at Gemma's ids, so training
+    # trains their embedding rows as it does on a real checkpoint (ftg.models).
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "<start_of_turn>": 105, "<end_of_turn>": 106}
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
         bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",

@@ -53,7 +53,7 @@ def _make_adapter(folder: Path, base: Path, model_class: str, teach: int, target
     ensure_chat_template(tokenizer)
     model = getattr(transformers, model_class).from_pretrained(base, dtype=torch.float32)
     # As finetune_gemma trains: LoRA plus the turn tokens' rows of the tied embedding.
-    turn_tokens = ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer)
+    turn_tokens = ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer) or None
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=list(target_modules),
                                              trainable_token_indices=turn_tokens))
     if teach:

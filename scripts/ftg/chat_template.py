@@ -163,10 +163,12 @@ class ChatFormat:
     def turn_token_ids(self, tokenizer) -> list[int]:
         """Ids of the special tokens that open and close turns ("<start_of_turn>", "<end_of_turn>"; Gemma 4's
         "<|turn>", "<turn|>"): the tokens a fine-tune must teach the model to read and, for the end of turn, to
-        emit. The beginning-of-text token is left out: it is no part of a turn."""
+        emit. The beginning-of-text token is left out: it is no part of a turn. Markers that are no single token of
+        the vocabulary (a stand-in tokenizer's) have no row to train and are left out too."""
         markers = self.user_header + self.model_header + self.end_of_turn
         found = [tag for tag in self.tags if tag in markers and tag != tokenizer.bos_token]
-        return sorted({tokenizer.convert_tokens_to_ids(tag) for tag in found} | {self.end_of_turn_id(tokenizer)})
+        ids = {tokenizer.convert_tokens_to_ids(tag) for tag in found}
+        return sorted(i for i in ids if isinstance(i, int) and i != tokenizer.unk_token_id)
 
     def reply_parts(self, render, messages: list[dict]) -> tuple[str, str]:
         """(prompt text, reply text) of a conversation whose last message is the model's reply: the prompt is what

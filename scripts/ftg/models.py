@@ -155,7 +155,7 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
         # folds them in). In a pretrained (-pt) checkpoint "<end_of_turn>" is an untrained row, a near-copy of the
         # 6,242 "<unusedN>" rows (cosine 0.91 on the 270M), which LoRA alone cannot separate: the tuned model then
         # ends a reply with an "<unusedN>" and goes on talking (issue 14, dev_log 2026-12-02).
-        trainable_token_indices=ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer),
+        trainable_token_indices=ChatFormat.from_tokenizer(tokenizer).turn_token_ids(tokenizer) or None,
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)  # freezes every base weight (towers included)
