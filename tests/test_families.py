@@ -96,6 +96,26 @@ def test_chat_format_comes_from_the_models_template(fixture, request, tmp_path):
     assert fmt.generation_prompt in modelfile and fmt.user_header in modelfile
 
 
+def test_a_tokenizer_without_turn_tokens_trains_no_rows():
+    """A stand-in tokenizer whose turn markers are no single token has no embedding rows to train (none, not a stop)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from ftg.chat_template import ensure_chat_template
+
+    def stand_in(extra):
+        vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, **extra}
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<unk>")),
+                                            bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+        ensure_chat_template(tokenizer)
+        return tokenizer
+
+    bare = stand_in({})
+    assert ChatFormat.from_tokenizer(bare).turn_token_ids(bare) == []
+    turns = stand_in({"<start_of_turn>": 105, "<end_of_turn>": 106})
+    assert ChatFormat.from_tokenizer(turns).turn_token_ids(turns) == [105, 106]
+
+
 @pytest.mark.parametrize("fixture", list(FAMILIES))
 def test_only_the_models_turns_and_their_end_of_turn_are_trained(fixture, request):
     tokenizer = load_tokenizer(request.getfixturevalue(fixture))
