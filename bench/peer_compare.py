@@ -17,7 +17,10 @@ the batch has a mask, else every token (packed rows have none); padding = 1 - re
 
 Per row: s/step (median of the timed steps, after --warmup), real tokens/s (real tokens of the timed steps / their
 seconds), padding, labelled tokens per step, peak RSS (the row's process, loading included: ru_maxrss), loss at the
-last step (TRL's default is the loss on every token: not comparable), torch threads. Then ours / each peer.
+last step (a mean over the tokens that row labels: TRL's default labels every token, the others also the newline
+after each end-of-turn), held-out loss (every row's trained model on the same --heldout conversations of
+eval_dataset.jsonl, tokenized once with finetune_gemma's labels: the comparable one), torch threads. Then ours /
+each peer.
 
 Reads:  --model (default: the real Gemma 3 270M demo folder), --data (a prepare_conversation_data output folder; by
         default dataset/sample is prepared into <work>/data once).
@@ -73,13 +76,14 @@ def count_tokens_of_every_micro_batch(batches: list) -> None:
     transformers.Trainer.training_step = training_step
 
 
-def step_clock():
-    """A TrainerCallback that records the wall clock at the end of each optimizer step and each logged loss."""
+def step_clock(heldout: list[dict]):
+    """A TrainerCallback that records the wall clock at the end of each optimizer step and each logged loss, and at
+    the end of training the loss on the held-out samples."""
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
         def __init__(self):
-            self.start, self.ends, self.losses = 0.0, [], []
+            self.start, self.ends, self.losses, self.heldout_loss = 0.0, [], [], float("nan")
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
@@ -91,7 +95,33 @@ def step_clock():
             if logs and "loss" in logs:
                 self.losses.append(float(logs["loss"]))
 
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self.heldout_loss = heldout_loss(model, heldout) if heldout and model is not None else float("nan")
+
     return StepClock()
+
+
+def heldout_loss(model, samples: list[dict]) -> float:
+    """Mean cross-entropy per labelled token of the trained model on the same held-out tokens for every row.
+
+    The rows label different tokens while training (the peers also train the newline after each end-of-turn, TRL's
+    default trains every token), so their last training losses are means over different sets. These samples were
+    tokenized once, by the driver, with finetune_gemma's labels (each reply and its end-of-turn token)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for sample in samples:
+            input_ids = torch.tensor([sample["input_ids"]], device=device)
+            labels = torch.tensor([sample["labels"]], device=device)
+            labelled = int((labels[:, 1:] != -100).sum())  # the model's loss is the mean over shifted labels
+            total += float(model(input_ids=input_ids, labels=labels).loss) * labelled
+            count += labelled
+    model.train(was_training)
+    return total / count
 
 
 def summarise(clock, batches: list, grad_accum: int, warmup: int) -> dict:
@@ -114,6 +144,7 @@ def summarise(clock, batches: list, grad_accum: int, warmup: int) -> dict:
         "labelled_tokens_per_step": sum(b[2] for b in batches) / max(1, len(durations)),
         "micro_batches": len(batches),
         "losses": clock.losses, "last_loss": clock.losses[-1] if clock.losses else float("nan"),
+        "heldout_loss": clock.heldout_loss,
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux: KiB
         "torch_threads": torch.get_num_threads(),
         "versions": {m: __import__(m).__version__ for m in ("torch", "transformers", "peft")},
@@ -245,7 +276,7 @@ def worker(job_file: Path) -> None:
     set_seed(job["seed"])
     batches: list = []
     count_tokens_of_every_micro_batch(batches)
-    clock = step_clock()
+    clock = step_clock(job["heldout"])
     row = job["row"]
     if row == "ours":
         extra = row_ours(job, clock)
@@ -288,7 +319,8 @@ def tiny_model(work: Path) -> Path:
 
 
 def tiny_data(work: Path) -> Path:
-    """64 short two- and four-message chats in data/train_dataset.jsonl form (seeded; no export to prepare)."""
+    """64 short two- and four-message chats, 56 in train_dataset.jsonl and 8 in eval_dataset.jsonl (seeded; no export
+    to prepare)."""
     import random
 
     folder = work / "tiny-data"
@@ -303,7 +335,8 @@ def tiny_data(work: Path) -> Path:
             messages.append({"role": "assistant",
                              "content": " ".join(generator.choices(words, k=generator.randint(3, 40)))})
         lines.append(json.dumps({"messages": messages, "conversation_id": f"tiny-{number}"}))
-    (folder / "train_dataset.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "train_dataset.jsonl").write_text("\n".join(lines[:56]) + "\n", encoding="utf-8")
+    (folder / "eval_dataset.jsonl").write_text("\n".join(lines[56:]) + "\n", encoding="utf-8")
     return folder
 
 
@@ -314,6 +347,24 @@ def demo_data(work: Path, model: Path) -> Path:
                         str(ROOT / "dataset" / "sample"), "--me", "Sunny", "--output", str(folder), "--model",
                         str(model)], check=True, stdout=subprocess.DEVNULL)
     return folder
+
+
+def heldout_samples(model: Path, eval_file: Path, limit: int, max_length: int) -> list[dict]:
+    """The first `limit` usable conversations of eval_file, tokenized with finetune_gemma's labels."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from ftg.models import load_tokenizer
+    from ftg.training_data import DataStats, read_conversations, tokenize_conversation
+
+    tokenizer, stats, samples = load_tokenizer(model), DataStats(), []
+    for messages in read_conversations(eval_file, stats):
+        try:
+            sample = tokenize_conversation(tokenizer, messages, max_length)
+        except ValueError:
+            continue
+        samples.append({"input_ids": sample["input_ids"], "labels": sample["labels"]})
+        if len(samples) == limit:
+            break
+    return samples
 
 
 def row_python(row: str, work: Path) -> Path | None:
@@ -359,7 +410,7 @@ def best_of(results: list[dict], row: str) -> dict | None:
 def table(results: list[dict]) -> str:
     gib = 1024**3
     lines = [f"{'row':<15} {'rep':>3} {'s/step':>8} {'real tok/s':>10} {'padding':>8} {'labelled/step':>13} "
-             f"{'peak RSS GiB':>12} {'last loss':>9} {'ckpt':>5} {'thr':>3}  load before -> after"]
+             f"{'peak RSS GiB':>12} {'last loss':>9} {'held-out':>8} {'ckpt':>5} {'thr':>3}  load before -> after"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['row']:<15} {r['repeat']:>3} {r['error']}")
@@ -367,7 +418,7 @@ def table(results: list[dict]) -> str:
         lines.append(
             f"{r['row']:<15} {r['repeat']:>3} {r['median_step_s']:>8.2f} {r['real_tokens_per_s']:>10.1f} "
             f"{100 * r['padding_fraction']:>7.1f}% {r['labelled_tokens_per_step']:>13.0f} "
-            f"{r['peak_rss_bytes'] / gib:>12.2f} {r['last_loss']:>9.3f} {'on' if r['gradient_checkpointing'] else 'off':>5} "
+            f"{r['peak_rss_bytes'] / gib:>12.2f} {r['last_loss']:>9.3f} {r.get('heldout_loss', math.nan):>8.3f} {'on' if r['gradient_checkpointing'] else 'off':>5} "
             f"{r['torch_threads']:>3}  {r['load_before'].split(' on')[0][13:]} -> {r['load_after'].split(' on')[0][13:]}")
     return "\n".join(lines)
 
@@ -383,10 +434,11 @@ def ratios(results: list[dict]) -> tuple[str, dict]:
             continue
         figures[row] = {"tokens_per_s": ours["real_tokens_per_s"] / peer["real_tokens_per_s"],
                         "peak_rss": ours["peak_rss_bytes"] / peer["peak_rss_bytes"],
-                        "last_loss_diff": ours["last_loss"] - peer["last_loss"]}
+                        "last_loss_diff": ours["last_loss"] - peer["last_loss"],
+                        "heldout_loss_diff": ours.get("heldout_loss", math.nan) - peer.get("heldout_loss", math.nan)}
         f = figures[row]
         lines.append(f"ours vs {row:<15} real tokens/s x{f['tokens_per_s']:.2f}, peak RSS x{f['peak_rss']:.2f}, "
-                     f"last loss {f['last_loss_diff']:+.3f}")
+                     f"last loss {f['last_loss_diff']:+.3f}, held-out loss {f['heldout_loss_diff']:+.3f}")
     return "\n".join(lines), figures
 
 
@@ -456,7 +508,8 @@ def run(args) -> Path:
     job = {"model": str(model), "train_file": str(Path(data) / "train_dataset.jsonl"), "steps": args.steps,
            "warmup_steps_untimed": args.warmup, "micro_batch": args.micro_batch,
            "grad_accum": args.conversations_per_step // args.micro_batch, "max_length": args.max_length,
-           "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "learning_rate": 2e-4, "warmup": 0.05, "seed": 42}
+           "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "learning_rate": 2e-4, "warmup": 0.05, "seed": 42,
+           "heldout": heldout_samples(model, Path(data) / "eval_dataset.jsonl", args.heldout, args.max_length)}
     rows = args.rows or list(ROWS)
     pythons, skipped = {}, []
     for row in rows:
@@ -480,7 +533,7 @@ def run(args) -> Path:
                 print(f"    FAILED: {result['error']}\n{result['log_tail']}")
             else:
                 print(f"    {result['real_tokens_per_s']:.1f} real tokens/s, {result['median_step_s']:.2f} s/step, "
-                      f"loss {result['last_loss']:.3f}", flush=True)
+                      f"loss {result['last_loss']:.3f}, held-out {result['heldout_loss']:.3f}", flush=True)
             report["results"].append(result)
             out_json.write_text(json.dumps(report, indent=1), encoding="utf-8")
     report["machine_end"] = machine_load()
@@ -517,6 +570,8 @@ def main(argv=None) -> int:
     parser.add_argument("--conversations-per-step", type=int, help="default 16 (finetune_gemma's); --tiny 4")
     parser.add_argument("--micro-batch", type=int, help="conversations per micro-batch, every row (default 4; --tiny 2)")
     parser.add_argument("--max-length", type=int, default=1024, help="tokens per conversation at most (default 1024)")
+    parser.add_argument("--heldout", type=int, default=16,
+                        help="held-out conversations (eval_dataset.jsonl) every row's trained model is scored on (default 16)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"venvs, data, runs (default {DEFAULT_WORK})")
     parser.add_argument("--out", type=Path, default=ROOT / "output" / "bench", help="folder for peer_compare.json")
     parser.add_argument("--predict-for", nargs="*", default=["gemma-3n-E2B"],

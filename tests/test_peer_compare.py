@@ -49,6 +49,9 @@ def test_peer_compare_tiny(tmp_path, demo_model_dir):
         assert r["steps"] == 2 and r["micro_batches"] == 2 * report["job"]["grad_accum"], name
         assert r["real_tokens_per_s"] == r["real_tokens_timed"] / r["timed_seconds"], name
         assert 0 < r["labelled_tokens_per_step"] * r["steps"] <= r["real_tokens"] <= r["fed_tokens"], name
+        # every row's trained model scored on the same held-out conversations (8 in the tiny data), our labels
+        assert math.isfinite(r["heldout_loss"]) and r["heldout_loss"] > 0, name
+    assert len(report["job"]["heldout"]) == 8
     # The same conversations in the same order, counted the same way: every peer saw the same real tokens (the chat
     # formats agree on Gemma's text; the templates differ only in the labels), however much padding it added. Ours
     # stops each example at its last <end_of_turn> (ftg.chat_template: the newline after it is never generated, so

@@ -14,6 +14,7 @@ import torch
 from conftest import requires_gpu, tiny_gemma3n_config
 from ftg.chunked_loss import chunked_causal_lm_loss, enable_chunked_loss
 from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
+from ftg.turn_rows import look_up_turn_rows_sparsely
 
 
 def _tiny_gemma3n():
@@ -82,6 +83,8 @@ def test_chunked_loss_matches_model_loss_and_gradients(num_items, head, fused):
 
     plain_loss, plain_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
     enable_chunked_loss(model, chunk_tokens=7, fused=fused)  # 24 labelled tokens -> 4 chunks, the last one partial
+    if head == "turn_tokens":  # and the embedding takes the trained rows only where they occur, as finetune_gemma's
+        assert look_up_turn_rows_sparsely(model) == 1
     chunked_loss, chunked_grads = _loss_and_grads(model, input_ids, labels, position_ids, **kwargs)
 
     assert torch.isfinite(plain_loss)

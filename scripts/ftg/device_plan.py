@@ -136,10 +136,8 @@ def estimate_peak_bytes(
         weights = counts["quantizable"] * 4.127 / 8 + other * 2
     else:
         weights = (counts["quantizable"] + other) * dtype_bytes
-    # LoRA weights in fp32: weight + grad + 2 AdamW moments = 16 bytes per parameter. Not counted: the turn tokens'
-    # trained embedding rows (ftg.models), for which peft builds a copy of the embedding matrix in each forward pass
-    # and its dense gradient in backward. Measured on the 270M in fp32 on the CPU (bench/peer_compare.py, ours with
-    # and without the rows, 2026-12-02): peak RSS 2.69 -> 3.07 GiB, 6.58 -> 7.52 s per step. Not measured on a GPU.
+    # LoRA weights in fp32: weight + grad + 2 AdamW moments = 16 bytes per parameter. The turn tokens' trained
+    # embedding rows (ftg.models) add a few rows of that and no copy of the table (ftg.turn_rows): not counted.
     lora = counts["lora"] * 16
     tokens = micro_batch * seq_len  # packed: one row of all the micro-batch's conversations
     # Saved activations per token and layer, in dtype bytes: ~10 hidden-sized tensors (norms, q/k/v/o, residuals,

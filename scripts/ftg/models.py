@@ -125,6 +125,7 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
     from ftg.chunked_loss import enable_chunked_loss
     from ftg.cpu_embeddings import keep_per_layer_embeddings_on_cpu
     from ftg.device_plan import KEEP_OUT_OF_4BIT, LORA_TARGET_REGEX
+    from ftg.turn_rows import look_up_turn_rows_sparsely
 
     kwargs = {}
     if plan.quantize_4bit:
@@ -159,6 +160,7 @@ def load_model_for_training(model_dir: Path, plan, train_cfg):
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora_config)  # freezes every base weight (towers included)
+    look_up_turn_rows_sparsely(model)  # peft's lookup copies the whole 262k-row table each forward
     if plan.loss_chunk_tokens:
         enable_chunked_loss(model, plan.loss_chunk_tokens)
     if plan.per_layer_embeddings_on_cpu:
