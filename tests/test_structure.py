@@ -26,7 +26,7 @@ STAGES = {p.stem for p in SCRIPTS.glob("*.py")} - ORCHESTRATORS
 TRAINING_PACKAGES = {"torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "llama_cpp"}
 TRAINING_FTG = {"ftg.models", "ftg.training_data", "ftg.device_plan", "ftg.runs", "ftg.chunked_loss",
                 "ftg.cpu_embeddings", "ftg.gguf_make", "ftg.gguf_run", "ftg.gguf_check", "ftg.llama_runtime",
-                "ftg.gemma3n_export"}
+                "ftg.gemma3n_export", "ftg.turn_rows"}
 RUNTIME_PACKAGES = {"llama_cpp", "llama_cpp_py_sync", "xllamacpp"}
 RUNTIME_MODULE = SCRIPTS / "ftg" / "llama_runtime.py"
 IMPORTERS = {"chat_formats.py", "chat_message.py"}
