@@ -350,21 +350,15 @@ def demo_data(work: Path, model: Path) -> Path:
 
 
 def heldout_samples(model: Path, eval_file: Path, limit: int, max_length: int) -> list[dict]:
-    """The first `limit` usable conversations of eval_file, tokenized with finetune_gemma's labels."""
+    """The first `limit` usable conversations of eval_file, tokenized as finetune_gemma does (ftg.training_data)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     from ftg.models import load_tokenizer
-    from ftg.training_data import DataStats, read_conversations, tokenize_conversation
+    from ftg.training_data import build_dataset
 
-    tokenizer, stats, samples = load_tokenizer(model), DataStats(), []
-    for messages in read_conversations(eval_file, stats):
-        try:
-            sample = tokenize_conversation(tokenizer, messages, max_length)
-        except ValueError:
-            continue
-        samples.append({"input_ids": sample["input_ids"], "labels": sample["labels"]})
-        if len(samples) == limit:
-            break
-    return samples
+    dataset, stats, _ = build_dataset(load_tokenizer(model), eval_file, max_length)
+    for reason in stats.skipped:
+        print(f"held-out: skipped {reason}")
+    return [dataset[i] for i in range(min(limit, len(dataset)))]
 
 
 def row_python(row: str, work: Path) -> Path | None:

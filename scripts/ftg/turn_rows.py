@@ -4,7 +4,8 @@ finetune_gemma trains the turn tokens' embedding rows (peft's trainable_token_in
 forward builds a full copy of the embedding with the trained rows written in (`weight.index_copy`) on every forward,
 and its backward produces a dense gradient of that copy: on the 262,144 x 640 float32 table of Gemma 3 270M that is
 two 0.67 GB tensors per micro-batch, for three trained rows. Measured on the 270M (2-core CPU, 16 conversations per
-step, dev_log 2026-12-02): +14 % seconds per step and +0.38 GiB peak RSS against training no rows.
+step, bench/peer_compare.py, dev_log 2026-12-02): peft's lookup 6.87 s/step and 3.06 GiB peak RSS, this one 5.37
+s/step and 2.70 GiB, with the same losses.
 
 Here the frozen embedding looks up every token as usual and the trained rows replace the result only at the
 positions whose token is one of them; their gradient is just those positions' gradient. The values, and so the
