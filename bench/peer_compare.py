@@ -436,12 +436,22 @@ def ratios(results: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines), figures
 
 
-HEAD_PASSES = {"ours": 4, "ours_recompute": 6, "trl_default": 4, "trl_best": 4, "llamafactory": 4}
-"""FLOPs per projected position per lm_head weight: 2 forward + 2 input gradient (the head is frozen under LoRA); the
-recompute path adds a second forward. TRL 1.16's fused LM head is counted as fused (an assumption: not profiled)."""
-HEAD_ON_LABELLED_ONLY = {"ours", "ours_recompute", "trl_default", "trl_best"}
-"""Rows that project only positions with a label (ftg.chunked_loss; TRL's fused_lm_head). LLaMA-Factory runs the
-model's own loss: logits for every fed position, padding included."""
+HEAD_PASSES = {"ours": 4, "ours_recompute": 6, "trl_default": 6, "trl_best": 6, "llamafactory": 4}
+"""FLOPs per projected position per lm_head weight: 2 forward + 2 input gradient (the head is frozen under LoRA).
+ours computes the input gradient in its forward (ftg.chunked_loss, fused); ours_recompute and TRL 1.16's fused LM head
+(trl/kernels/chunked_logprob.py, `ChunkedLogProbFunction.backward`) recompute every tile's logits in backward, a third
+vocabulary-wide matmul. Profiled on the 270M (dev_log.txt, 2026-12-02): the head took 67 % of trl_best's step time,
+47 % of ours; the bodies took the same seconds."""
+
+
+def projects_labelled_only(row: str, device: str) -> bool:
+    """Whether a row runs the lm_head only at positions with a label. ours always does (ftg.chunked_loss).
+    TRL's fused head does so only where Triton runs (`_use_triton`: cuda, xpu); elsewhere, the CPU included, it
+    scores every position so that tile shapes stay fixed (trl/trainer/utils.py, `compact`). LLaMA-Factory runs the
+    model's own loss: logits for every fed position, padding included."""
+    if row in ("ours", "ours_recompute"):
+        return True
+    return row.startswith("trl") and device in ("cuda", "xpu")
 
 
 def shape_of(model_name: str | None, model_dir: str | None) -> dict:
@@ -462,31 +472,36 @@ def shape_of(model_name: str | None, model_dir: str | None) -> dict:
     return {"body": body, "lora": parameter_counts(config, 16)["lora"], "head": text.vocab_size * text.hidden_size}
 
 
-def flops_per_real_token(result: dict, shape: dict) -> float:
-    """Training FLOPs per real token of a row, from its measured padding, labelled share and checkpointing."""
+def flops_per_real_token(result: dict, shape: dict, device: str) -> float:
+    """Training FLOPs per real token of a row on `device`, from its measured padding, labelled share and
+    checkpointing."""
     fed = 1 / (1 - result["padding_fraction"])  # fed tokens per real token
     real_per_step = result["real_tokens"] / max(1, result["steps"])
     labelled = result["labelled_tokens_per_step"] / real_per_step  # labelled positions per real token
     body = 4 * shape["body"] + 6 * shape["lora"] + (2 * shape["body"] if result["gradient_checkpointing"] else 0)
-    projected = labelled if result["row"] in HEAD_ON_LABELLED_ONLY else fed
+    projected = labelled if projects_labelled_only(result["row"], device) else fed
     return body * fed + HEAD_PASSES[result["row"]] * shape["head"] * projected
 
 
 def predictions(results: list[dict], model_dir: str, targets: list[str]) -> tuple[str, dict]:
-    """ours / each peer in FLOPs per real token: at the measured model (to check against the measurement) and at each
-    target's real shapes, with the padding, labelled share and checkpointing each row had here."""
+    """ours / each peer in FLOPs per real token: at the measured model on the CPU it ran on (to check against the
+    measurement), and at each target's real shapes on the CPU and on a CUDA card (the GPU run), with the padding,
+    labelled share and checkpointing each row had here. Not in the count: the head's element-wise work, which on the
+    CPU costs TRL ~25 % more per matmul than ours (its tiles fold entropy and top-1 in torch)."""
     ours = best_of(results, "ours")
     if ours is None:
         return "", {}
-    shapes = {"measured model": shape_of(None, model_dir), **{t: shape_of(t, None) for t in targets}}
+    shapes = {"measured model": (shape_of(None, model_dir), "cpu")}
+    for target in targets:
+        shapes.update({f"{target} on {device}": (shape_of(target, None), device) for device in ("cpu", "cuda")})
     lines, figures = [], {}
     for row in [r for r in ROWS + OPTIONAL_ROWS if r != "ours"]:
         peer = best_of(results, row)
         if peer is None:
             continue
         measured = ours["real_tokens_per_s"] / peer["real_tokens_per_s"]
-        predicted = {name: flops_per_real_token(peer, shape) / flops_per_real_token(ours, shape)
-                     for name, shape in shapes.items()}
+        predicted = {name: flops_per_real_token(peer, shape, device) / flops_per_real_token(ours, shape, device)
+                     for name, (shape, device) in shapes.items()}
         figures[row] = {"measured": measured, **predicted}
         lines.append(f"ours vs {row:<15} measured x{measured:.2f}; predicted from FLOPs: "
                      + ", ".join(f"{name} x{value:.2f}" for name, value in predicted.items()))
