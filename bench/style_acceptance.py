@@ -139,7 +139,11 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
     train = last_exchanges(cfg.paths.data_dir / TRAIN_FILE, train_replies, set(prompts))
     base_train = single_turn_replies(base_gguf, [p for p, _ in train], cfg.chat, reply_tokens, "base, training prompts") \
         if train else []
-    figures = style.style_report(person, base, tuned, [r for _, r in train], base_train)
+    person_train, others_train = [r for _, r in train], [p for p, _ in train]
+    figures = style.style_report(person, base, tuned, person_train, base_train, others_train)
+    # The classifier as the issue words it (the person against the base only), side by side with the report's.
+    without_others = style.pass_as_yours(person_train, base_train, {"tuned": tuned, "base": base, "person": person}) \
+        if person_train and base_train else None
 
     ppl_base = reply_perplexity(base_gguf, conversations_eval, n_gpu_layers=0,
                                        desc="perplexity base")["perplexity"]
@@ -147,8 +151,12 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
                                         desc="perplexity tuned")["perplexity"]
     result = {"persona": persona, "marker": marker, "prompts": len(prompts), "temperature": cfg.chat.temperature,
               "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
+              "pass_as_yours_without_others": without_others,
+              # Every reply, so that a classifier or a habit can be recomputed without training again.
               "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
-                          for p, r, b, t in list(zip(prompts, person, base, tuned))[:10]]}
+                          for p, r, b, t in zip(prompts, person, base, tuned)],
+              "train_samples": [{"prompt": p, "person": r, "base": b}
+                                for (p, r), b in zip(train, base_train)]}
     if marker:
         result.update(tuned_marker=marker_share(tuned, marker), base_marker=marker_share(base, marker))
     result["seconds"] = time.perf_counter() - started
@@ -207,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                      args.workdir.resolve(), args.model, args.steps, args.learning_rate, args.reply_tokens,
                      args.conversations, args.train_replies, args.temperature)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
+        alone = result["pass_as_yours_without_others"]
+        if alone:
+            print("Pass as yours, the classifier knowing only you and the base (no other speakers' lines): "
+                  + ", ".join(f"{side} {alone[side]:.0%}" for side in ("tuned", "base", "person")))
         verdict = "ACCEPTED" if accepted(result) else "NOT ACCEPTED"
         needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}" if marker
                  else f"tuned distance <= {DISTANCE_RATIO_MAX:.0%} of the base's, pass-as-yours tuned >= "

@@ -298,7 +298,8 @@ def style_section(cfg) -> tuple[str, str, dict]:
     if "base" in replies:
         fingerprint = style.style_report(
             [m[-1]["content"] for m in conversations], replies["base"], replies["tuned"],
-            [m[-1]["content"] for m in found["train"]], found["base_train"])
+            [m[-1]["content"] for m in found["train"]], found["base_train"],
+            [m[-2]["content"] for m in found["train"]])  # the other speaker's line that each reply answers
         figures["style"] = fingerprint
         verdict = fingerprint["verdict"]
         parts.append(style.style_html(fingerprint, style.habit_chart_png(fingerprint)))

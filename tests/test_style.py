@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import random
 import re
 import sys
 from pathlib import Path
@@ -134,8 +135,6 @@ def test_jensen_shannon_distance():
 
 def two_styles(count: int, seed: int) -> tuple[list[str], list[str]]:
     """Hand-made texter and assistant replies, varied by combining parts."""
-    import random
-
     rng = random.Random(seed)
     subjects = ["кино", "ужин", "работа", "отпуск", "кот", "погода", "встреча", "книжка"]
     texter = [f"{rng.choice(['ахах', 'ну', 'слушай', 'кстати'])} {rng.choice(subjects)} "
@@ -153,9 +152,30 @@ def test_classifier_separates_two_hand_made_styles():
     held_texter, held_bot = two_styles(20, seed=2)
     result = style.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
     assert result["tuned"] == 1.0 and result["base"] == 0.0
-    assert result["train"] == {"person": 60, "base": 60}
+    assert result["train"] == {"person": 60, "base": 60, "others": 0}
     again = style.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
     assert again == result  # deterministic
+
+
+def friend_lines(count: int, seed: int) -> list[str]:
+    """A chat partner's lines: the texter's language and letters, none of the texter's habits."""
+    rng = random.Random(seed)
+    subjects = ["кино", "ужин", "работу", "отпуск", "кота", "погоду", "встречу", "книжку"]
+    return [f"{rng.choice(['Привет!', 'Слушай,', 'Скажи,', 'Добрый вечер.'])} Что ты думаешь про "
+            f"{rng.choice(subjects)}{rng.choice(['?', '? Расскажи.', ', как тебе?'])}" for _ in range(count)]
+
+
+def test_an_echo_of_the_other_speaker_does_not_pass_as_yours():
+    # A base model that repeats the friend's Russian line writes the person's language; known only against the
+    # English base, the classifier took every such echo for the person's. With the friend's lines as negatives, none.
+    texter, bot = two_styles(60, seed=1)
+    held_texter, _ = two_styles(20, seed=2)
+    candidates = {"tuned": held_texter, "echo": friend_lines(20, seed=6)}
+    alone = style.pass_as_yours(texter, bot, candidates)
+    assert alone["echo"] == 1.0
+    result = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    assert result["echo"] == 0.0 and result["tuned"] == 1.0
+    assert result["train"] == {"person": 60, "base": 60, "others": 60}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -177,7 +197,8 @@ def test_verdict_sentence_and_report_figures():
     # By hand: 26 characters against 29 and 35: W = (ln(30/27) + ln(36/27)) / 2 = 0.1966; 1 - exp(-W) = 0.178.
     assert report["averages"]["words"] == {"person": 9.0, "base": 54.0, "tuned": 11.0}
     assert report["pass_as_yours"] is None and report["distance"]["reference"] is None
-    assert report["replies"] == {"person": 3, "base": 2, "tuned": 2, "person_train": 0, "base_train": 0}
+    assert report["replies"] == {"person": 3, "base": 2, "tuned": 2, "person_train": 0, "base_train": 0,
+                                 "others_train": 0}
     assert report["habits"]["script"]["distance"] == {"base": 1.0, "tuned": 0.0, "reference": None}
     assert report["distance"]["tuned"] < report["distance"]["base"]
     json.dumps(report)  # report.json takes it as it is

@@ -13,10 +13,10 @@ overall distance is their mean:
 The words most typical of the person against the base model are ranked by log-odds with an informative Dirichlet
 prior (Monroe, Colaresi & Quinn 2008, "Fightin' Words"). "Would this pass as yours?" is a character n-gram TF-IDF +
 logistic regression classifier (scikit-learn), trained on the person's training replies against the base model's
-replies to the same prompts.
+replies to the same prompts and the other speakers' lines that prompted them.
 
 Entry points for the report stage:
-    style_report(person, base, tuned, person_train=(), base_train=()) -> dict    every figure, JSON-serialisable
+    style_report(person, base, tuned, person_train=(), base_train=(), others_train=()) -> dict    every figure
     habit_chart_png(report) -> bytes                                             one panel per habit (matplotlib PNG)
     style_html(report, chart_png=None) -> str                                    a self-contained HTML fragment
     style_table(report) -> str                                                   the same figures as plain text
@@ -258,11 +258,17 @@ of them; logistic regression with C = 4 (weak regularisation: the two classes ar
 
 
 def pass_as_yours(person_train: list[str], base_train: list[str], candidates: dict[str, list[str]],
-                  seed: int = 0) -> dict:
+                  others_train: list[str] = (), seed: int = 0) -> dict:
     """Train the authorship classifier on the person's training replies (1) against the base model's replies to the
-    same prompts (0), then the share of each candidate set that it takes for the person's (probability >= 0.5).
+    same prompts and the other speakers' lines that prompted them (0), then the share of each candidate set that it
+    takes for the person's (probability >= 0.5).
 
-    Returns {name: share for each candidate, "train": {"person": n, "base": n}, "settings": CLASSIFIER}.
+    Why the other speakers: a chat partner writes the person's language and letters too, so a base reply that only
+    echoes the prompt looked like the person's to a classifier that knew the person and the base alone (the texter
+    bench, 2026-12-02: 3 of 13 base replies passed, echoes of the friend's Russian line). A person would not
+    take their friend's words for their own; with the friend's lines as negatives the classifier does not either.
+
+    Returns {name: share for each candidate, "train": {"person": n, "base": n, "others": n}, "settings": CLASSIFIER}.
     Deterministic: the solver (liblinear) is seeded and the features do not depend on order.
     """
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -271,8 +277,9 @@ def pass_as_yours(person_train: list[str], base_train: list[str], candidates: di
     vectorizer = TfidfVectorizer(analyzer=CLASSIFIER["analyzer"], ngram_range=tuple(CLASSIFIER["ngram_range"]),
                                  min_df=CLASSIFIER["min_df"], max_features=CLASSIFIER["max_features"],
                                  sublinear_tf=True, lowercase=False, dtype=np.float32)
-    features = vectorizer.fit_transform(list(person_train) + list(base_train))
-    labels = np.array([1] * len(person_train) + [0] * len(base_train))
+    negatives = list(base_train) + list(others_train)
+    features = vectorizer.fit_transform(list(person_train) + negatives)
+    labels = np.array([1] * len(person_train) + [0] * len(negatives))
     model = LogisticRegression(C=CLASSIFIER["C"], solver="liblinear", class_weight="balanced", random_state=seed,
                                max_iter=1000)
     model.fit(features, labels)
@@ -281,7 +288,7 @@ def pass_as_yours(person_train: list[str], base_train: list[str], candidates: di
         replies = list(replies)
         result[name] = float(np.mean(model.predict_proba(vectorizer.transform(replies))[:, 1] >= 0.5)) if replies \
             else None
-    result["train"] = {"person": len(person_train), "base": len(base_train)}
+    result["train"] = {"person": len(person_train), "base": len(base_train), "others": len(others_train)}
     result["settings"] = dict(CLASSIFIER)
     return result
 
@@ -334,7 +341,7 @@ def verdict_text(averages: dict, overall: dict, passes: dict | None, furthest: t
 
 
 def style_report(person: list[str], base: list[str], tuned: list[str], person_train: list[str] = (),
-                 base_train: list[str] = ()) -> dict:
+                 base_train: list[str] = (), others_train: list[str] = ()) -> dict:
     """Every style figure for the report, JSON-serialisable.
 
     Arguments:
@@ -344,6 +351,7 @@ def style_report(person: list[str], base: list[str], tuned: list[str], person_tr
             classifier, and they give the reference distance (your training replies against your held-out ones:
             the closest a model can be expected to get). Without them both are None.
         base_train: the base model's replies to the prompts of person_train.
+        others_train: the other speakers' lines that prompted person_train; more negatives for the classifier.
     Returns: {"replies": {set: n}, "averages": {"words"|"chars"|"lines"|"emoji": {"person"|"base"|"tuned": mean}},
         "habits": {habit: {"label", "kind", "summary": {"person"|"base"|"tuned": value}, "summary_label",
         "distance": {"base", "tuned", "reference"}}}, "distance": {"base", "tuned", "reference", "tuned_over_base"},
@@ -374,7 +382,8 @@ def style_report(person: list[str], base: list[str], tuned: list[str], person_tr
 
     passes = None
     if person_train and base_train:
-        passes = pass_as_yours(person_train, base_train, {"tuned": tuned, "base": base, "person": person})
+        passes = pass_as_yours(person_train, base_train, {"tuned": tuned, "base": base, "person": person},
+                               others_train)
     words_against = Counter(fps["base"]["word_counts"])
     if base_train:
         words_against += Counter(fingerprint(base_train)["word_counts"])
@@ -383,7 +392,8 @@ def style_report(person: list[str], base: list[str], tuned: list[str], person_tr
                    key=lambda item: item[1])
     return {
         "replies": {"person": len(person), "base": len(base), "tuned": len(tuned),
-                    "person_train": len(person_train), "base_train": len(base_train)},
+                    "person_train": len(person_train), "base_train": len(base_train),
+                    "others_train": len(others_train)},
         "averages": averages,
         "habits": habits,
         "distance": overall,
