@@ -263,10 +263,11 @@ def pass_as_yours(person_train: list[str], base_train: list[str], candidates: di
     same prompts and the other speakers' lines that prompted them (0), then the share of each candidate set that it
     takes for the person's (probability >= 0.5).
 
-    Why the other speakers: a chat partner writes the person's language and letters too, so a base reply that only
-    echoes the prompt looked like the person's to a classifier that knew the person and the base alone (the texter
-    bench, 2026-12-02: 3 of 13 base replies passed, echoes of the friend's Russian line). A person would not
-    take their friend's words for their own; with the friend's lines as negatives the classifier does not either.
+    Why the other speakers: a chat partner writes the person's language and letters too, so a base reply in that
+    language, or one that only echoes the prompt, looked like the person's to a classifier that knew the person and
+    the base alone. A person would not take their friend's words for their own; with the friend's lines as
+    negatives the classifier does not either. Measured on the texter bench, the same 13 base replies (dev_log.txt,
+    2026-12-03): 3 passed without the friend's lines (one a copy of the prompt, two Russian -pt ramblings), 1 with.
 
     Returns {name: share for each candidate, "train": {"person": n, "base": n, "others": n}, "settings": CLASSIFIER}.
     Deterministic: the solver (liblinear) is seeded and the features do not depend on order.
