@@ -77,6 +77,8 @@ def made_report(demo_gguf, demo_model_dir, tmp_path_factory):  # noqa: F811
     data_dir, output_dir = project / "data", project / "output"
     data_dir.mkdir(parents=True)
     write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
+    (data_dir / "eval_dataset.jsonl").replace(data_dir / "train_dataset.jsonl")  # the classifier's training lines
+    write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
     (data_dir / "prepare_report.json").write_text(json.dumps({
         "input": "dataset", "mode": "instruct", "files_read": 2, "files_failed": [{"file": "bad<1>.json",
         "problem": "not JSON"}], "formats": {"telegram": 1, "chatgpt": 1}, "conversations": 30,
@@ -121,6 +123,8 @@ def test_report_shows_every_part_in_one_offline_page(made_report):
     # Base and tuned are the same file here: the same replies, so the same distance to the person's.
     assert figures["style"]["distance"]["base"] == figures["style"]["distance"]["tuned"] > 0
     assert figures["perplexity"]["base"] == figures["perplexity"]["tuned"]
+    # The classifier learned each training reply against the base's reply and the user line it answers.
+    assert figures["style"]["pass_as_yours"]["train"] == {"person": 3, "base": 3, "others": 3}
     for heading in ("Style: base model against fine-tuned", "Training", "Data", "GGUF check"):
         assert f"<h2>{heading}</h2>" in page
     assert 'class="missing"' not in page
