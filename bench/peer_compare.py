@@ -440,7 +440,7 @@ HEAD_PASSES = {"ours": 4, "ours_recompute": 6, "trl_default": 6, "trl_best": 6, 
 """FLOPs per projected position per lm_head weight: 2 forward + 2 input gradient (the head is frozen under LoRA).
 ours computes the input gradient in its forward (ftg.chunked_loss, fused); ours_recompute and TRL 1.16's fused LM head
 (trl/kernels/chunked_logprob.py, `ChunkedLogProbFunction.backward`) recompute every tile's logits in backward, a third
-vocabulary-wide matmul. Profiled on the 270M (dev_log.txt, 2026-12-02): the head took 67 % of trl_best's step time,
+vocabulary-wide matmul. Profiled on the 270M (dev_log.txt, the 2026-12-03 entry): the head took 67 % of trl_best's step time,
 47 % of ours; the bodies took the same seconds."""
 
 

@@ -15,7 +15,7 @@ import pytest
 import report
 from ftg.config import load_config
 from ftg.gguf_run import reply_perplexity
-from ftg.paths import BASE_GGUF, BASE_RECORD
+from ftg.paths import BASE_GGUF, BASE_RECORD, TRAIN_FILE
 from test_chat import demo_gguf, place  # noqa: F401  (the session fixture: the demo model as a GGUF)
 
 EVAL_CONVERSATIONS = [
@@ -28,8 +28,8 @@ EVAL_CONVERSATIONS = [
 ]
 
 
-def write_eval_file(data_dir, conversations, extra_lines=()):
-    with open(data_dir / "eval_dataset.jsonl", "w", encoding="utf-8") as handle:
+def write_data_file(data_dir, conversations, extra_lines=(), name="eval_dataset.jsonl"):
+    with open(data_dir / name, "w", encoding="utf-8") as handle:
         for number, messages in enumerate(conversations):
             handle.write(json.dumps({"messages": messages, "conversation_id": f"c{number}", "source": "test"},
                                     ensure_ascii=False) + "\n")
@@ -76,9 +76,9 @@ def made_report(demo_gguf, demo_model_dir, tmp_path_factory):  # noqa: F811
     project = tmp_path_factory.mktemp("report") / "отчёт с пробелом"
     data_dir, output_dir = project / "data", project / "output"
     data_dir.mkdir(parents=True)
-    write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
-    (data_dir / "eval_dataset.jsonl").replace(data_dir / "train_dataset.jsonl")  # the classifier's training lines
-    write_eval_file(data_dir, EVAL_CONVERSATIONS, ["not json", '{"messages": [{"role": "user", "content": "x"}]}'])
+    bad_lines = ["not json", '{"messages": [{"role": "user", "content": "x"}]}']
+    write_data_file(data_dir, EVAL_CONVERSATIONS, bad_lines)
+    write_data_file(data_dir, EVAL_CONVERSATIONS, bad_lines, TRAIN_FILE)  # the classifier's training lines
     (data_dir / "prepare_report.json").write_text(json.dumps({
         "input": "dataset", "mode": "instruct", "files_read": 2, "files_failed": [{"file": "bad<1>.json",
         "problem": "not JSON"}], "formats": {"telegram": 1, "chatgpt": 1}, "conversations": 30,
@@ -187,7 +187,7 @@ def test_report_names_the_missing_inputs_and_their_steps(project_copy):
     assert "gguf_report.json is missing: convert_to_gguf makes it" in notes[3]
 
     # A damaged tuned GGUF is a note too, not a crash.
-    write_eval_file(project_copy / "data", EVAL_CONVERSATIONS)
+    write_data_file(project_copy / "data", EVAL_CONVERSATIONS)
     (project_copy / "output" / "finetuned_gemma.gguf").write_bytes(b"not a model" * 100)
     page = report.run(cfg).read_text(encoding="utf-8")
     notes = re.findall(r'<p class="missing">(.*?)</p>', page)
