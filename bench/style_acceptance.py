@@ -2,7 +2,8 @@
 
 Runs the whole pipeline on the real Gemma 3 270M on the CPU (prepare -> finetune -> merge -> convert Q4_K_M), then
 generates replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF, sampled as chat
-and the report sample them (--temperature, chat's 0.7 by default, reply i with seed i; 0 = greedy), and measures
+and the report sample them (--temperature, chat's 0.7 by default, reply i with seed i; 0 = greedy), each prompt
+answered --replies-per-prompt times (3; the person's side too, drawn again by the persona's generator), and measures
 their style against the person's (ftg/style.py: the per-habit distances and the pass-as-yours classifier, trained on
 the person's training replies against the base model's replies to the same prompts). For a persona with a
 machine-checkable marker (the sailor) it also counts the replies that carry it. It scores the held-out replies'
@@ -49,7 +50,7 @@ from ftg.errors import UserError, run_main  # noqa: E402
 from ftg.gguf_make import ensure_base_gguf  # noqa: E402
 from ftg.gguf_run import generate_reply, open_gguf, reply_perplexity  # noqa: E402
 from ftg.paths import DEMO_MODEL_DIR, EVAL_FILE, TRAIN_FILE  # noqa: E402
-from ftg.training_data import DataStats, iter_conversations, reply_conversations  # noqa: E402
+from ftg.training_data import reply_conversations  # noqa: E402
 from synthetic_exports import PERSONA_NAMES, SAMPLE_SEED, SIGNATURE, persona_me, write_persona_dataset  # noqa: E402
 
 TUNED_MIN, BASE_MAX, PPL_DROP_MIN = 0.80, 0.05, 0.30
@@ -74,14 +75,12 @@ def last_exchanges(path: Path, limit: int, exclude: set[str] = frozenset()) -> l
     """Up to `limit` (last user turn, reply) pairs of a data/*.jsonl file, in file order, one per distinct prompt and
     none whose prompt is in `exclude` (the held-out prompts)."""
     pairs, seen = [], set(exclude)
-    for messages in iter_conversations(path, DataStats()):
+    for messages in reply_conversations(path, 10**6) if limit else []:
         if len(pairs) >= limit:
             break
-        if len(messages) >= 2 and messages[-1]["role"] == "assistant" and messages[-2]["role"] == "user":
-            prompt = messages[-2]["content"]
-            if prompt not in seen:
-                seen.add(prompt)
-                pairs.append((prompt, messages[-1]["content"]))
+        if messages[-2]["content"] not in seen:
+            seen.add(messages[-2]["content"])
+            pairs.append((messages[-2]["content"], messages[-1]["content"]))
     return pairs
 
 
@@ -105,15 +104,17 @@ def marker_share(replies: list[str], marker: str) -> float:
 
 def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Path | None, me: list[str],
         workdir: Path, model: Path | None, steps: int, learning_rate: float, reply_tokens: int,
-        conversations: int = 400, train_replies: int = 120, temperature: float | None = None) -> dict:
+        conversations: int = 400, train_replies: int = 120, temperature: float | None = None,
+        replies_per_prompt: int = 3) -> dict:
     started = time.perf_counter()
     held_out = None
     if dataset is None:
         dataset = workdir / "dataset"
-        held_out = write_persona_dataset(dataset, persona, conversations, seed=SAMPLE_SEED)
+        held_out = write_persona_dataset(dataset, persona, conversations, seed=SAMPLE_SEED,
+                                         replies_per_prompt=replies_per_prompt)
         me = me or [persona_me(persona)]
         print(f"Wrote {conversations} conversations of the {persona} persona to {dataset} "
-              f"({len(held_out)} held-out prompts).")
+              f"({len(held_out) // replies_per_prompt} held-out prompts).")
     model_dir = model or build_demo_model(ROOT / "models" / DEMO_MODEL_DIR)
     cfg = load_config(overrides={
         "paths": {"data_dir": workdir / "data", "output_dir": workdir / "output"},
@@ -131,9 +132,12 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
     if held_out:
         prompts, person = [p for p, _ in held_out], [r for _, r in held_out]
     else:
-        prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE)
-        person = [conversation[-1]["content"] for conversation in conversations_eval]
-    print(f"\nGenerating replies to {len(prompts)} held-out prompts at temperature {cfg.chat.temperature:g}...")
+        # One real reply per prompt: repeating it keeps the person's habit shares as they are.
+        prompts = read_prompts(prompts_file, cfg.paths.data_dir / EVAL_FILE) * replies_per_prompt
+        person = [conversation[-1]["content"] for conversation in conversations_eval] * replies_per_prompt
+    distinct = len(prompts) // replies_per_prompt
+    print(f"\nGenerating {replies_per_prompt} replies to each of {distinct} held-out prompts at temperature "
+          f"{cfg.chat.temperature:g}...")
     tuned = single_turn_replies(tuned_gguf, prompts, cfg.chat, reply_tokens, "tuned")
     base = single_turn_replies(base_gguf, prompts, cfg.chat, reply_tokens, "base")
     train = last_exchanges(cfg.paths.data_dir / TRAIN_FILE, train_replies, set(prompts))
@@ -141,6 +145,9 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         if train else []
     person_train, others_train = [r for _, r in train], [p for p, _ in train]
     figures = style.style_report(person, base, tuned, person_train, base_train, others_train)
+    # One reply per prompt, as this bench measured until 2026-12-03: how much the extra replies moved the figures.
+    one_reply = style.style_report(person[:distinct], base[:distinct], tuned[:distinct], person_train, base_train,
+                                   others_train) if replies_per_prompt > 1 else None
     # The classifier as the issue words it (the person against the base only), side by side with the report's.
     without_others = style.pass_as_yours(person_train, base_train, {"tuned": tuned, "base": base, "person": person}) \
         if person_train and base_train else None
@@ -149,9 +156,12 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
                                        desc="perplexity base")["perplexity"]
     ppl_tuned = reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
                                         desc="perplexity tuned")["perplexity"]
-    result = {"persona": persona, "marker": marker, "prompts": len(prompts), "temperature": cfg.chat.temperature,
+    result = {"persona": persona, "marker": marker, "prompts": distinct, "replies_per_prompt": replies_per_prompt,
+              "temperature": cfg.chat.temperature,
               "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
               "pass_as_yours_without_others": without_others,
+              "one_reply_per_prompt": one_reply and {"distance": one_reply["distance"],
+                                                     "pass_as_yours": one_reply["pass_as_yours"]},
               # Every reply, so that a classifier or a habit can be recomputed without training again.
               "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
                           for p, r, b, t in zip(prompts, person, base, tuned)],
@@ -204,26 +214,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reply-tokens", type=int, default=96, help="longest generated reply, in tokens")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature of the replies (default: chat.temperature, 0.7; 0 = greedy)")
+    # 3: at 14 prompts the distance between two sets of the same person's replies is 0.118 +- 0.021 (the writer,
+    # 30 draws of its generator), which is most of a tuned model's distance; at 3 x 14 it is 0.080 +- 0.011.
+    parser.add_argument("--replies-per-prompt", type=int, default=3,
+                        help="replies to each held-out prompt, each side (default: 3; reply i is sampled with seed i)")
     parser.add_argument("--conversations", type=int, default=400, help="conversations of the persona's dataset")
     parser.add_argument("--train-replies", type=int, default=120,
                         help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
     args = parser.parse_args(argv)
+    if args.replies_per_prompt < 1:
+        parser.error("--replies-per-prompt must be 1 or more")
     marker = args.marker if args.marker is not None else (SIGNATURE if args.persona == "sailor" else None)
 
     def body() -> int:
         result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts, args.me,
                      args.workdir.resolve(), args.model, args.steps, args.learning_rate, args.reply_tokens,
-                     args.conversations, args.train_replies, args.temperature)
+                     args.conversations, args.train_replies, args.temperature, args.replies_per_prompt)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         alone = result["pass_as_yours_without_others"]
         if alone:
             print("Pass as yours, the classifier knowing only you and the base (no other speakers' lines): "
                   + ", ".join(f"{side} {alone[side]:.0%}" for side in ("tuned", "base", "person")))
+        one = result["one_reply_per_prompt"]
+        if one:
+            print(f"With one reply per prompt ({result['prompts']} each): distance base {one['distance']['base']:.3f}, "
+                  f"tuned {one['distance']['tuned']:.3f}, tuned/base {one['distance']['tuned_over_base']:.3f}"
+                  + (", pass as yours " + ", ".join(f"{side} {one['pass_as_yours'][side]:.0%}"
+                                                    for side in ("tuned", "base", "person"))
+                     if one["pass_as_yours"] else ""))
         verdict = "ACCEPTED" if accepted(result) else "NOT ACCEPTED"
         needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}" if marker
                  else f"tuned distance <= {DISTANCE_RATIO_MAX:.0%} of the base's, pass-as-yours tuned >= "
                       f"{PASS_TUNED_MIN:.0%}, base <= {PASS_BASE_MAX:.0%}")
-        print(f"\n{verdict}: {result['prompts']} prompts, {result['eval_conversations']} eval conversations, "
+        print(f"\n{verdict}: {result['prompts']} prompts x {result['replies_per_prompt']} replies, "
+              f"{result['eval_conversations']} eval conversations, "
               f"{result['seconds'] / 60:.1f} min. Needs {needs}.")
         print(summary_line(result))
         return 0 if accepted(result) else 1

@@ -613,10 +613,12 @@ def _whatsapp_stamp(when: int) -> str:
 
 
 def write_persona_dataset(folder: Path, persona: str, n_conversations: int, seed: int = 0,
-                          held_out: float = 0.15) -> list[tuple[str, str]]:
+                          held_out: float = 0.15, replies_per_prompt: int = 1) -> list[tuple[str, str]]:
     """Write n_conversations of `persona` and return the held-out (prompt, reply) pairs: a `held_out` share of the
     distinct prompts, which appear in none of the written files, each with the persona's reply as the importer
-    would see it (so a bench knows the person's real held-out replies).
+    would see it (so a bench knows the person's real held-out replies). With replies_per_prompt k, k passes over
+    the held-out prompts, each drawing the persona's reply again (the first pass is the k = 1 list): a person does
+    not answer the same question the same way twice, and a style measured on more replies is measured closer.
 
     "sailor" is write_styled_dataset (Telegram + ChatGPT). "texter" and "writer" write folder/telegram/result.json
     and folder/whatsapp/WhatsApp Chat with <friend>.txt; prepare them with --me persona_me(persona).
@@ -625,7 +627,7 @@ def write_persona_dataset(folder: Path, persona: str, n_conversations: int, seed
     if persona == "sailor":
         held = write_styled_dataset(folder, n_conversations, seed=seed, held_out=held_out)
         replies = {prompt: styled(options[0], lang) for prompt, options, lang in content_pool()}
-        return [(prompt, replies[prompt]) for prompt in held]
+        return [(prompt, replies[prompt]) for _ in range(replies_per_prompt) for prompt in held]
     if persona not in PERSONAS:
         raise ValueError(f"unknown persona {persona!r}; use one of {', '.join(PERSONA_NAMES)}")
     me, lang, make_reply, extra = PERSONAS[persona]
@@ -646,7 +648,8 @@ def write_persona_dataset(folder: Path, persona: str, n_conversations: int, seed
     friend = FRIENDS[seed % len(FRIENDS)]
     write_whatsapp(folder / "whatsapp" / f"WhatsApp Chat with {friend}.txt",
                    conversations(n_conversations - telegram_n), me, friend)
-    return [(prompt, imported_text(make_reply(rng, rng.choice(replies)))) for prompt, replies in held]
+    return [(prompt, imported_text(make_reply(rng, rng.choice(replies))))
+            for _ in range(replies_per_prompt) for prompt, replies in held]
 
 
 if __name__ == "__main__":

@@ -279,6 +279,18 @@ def test_writer_persona_is_a_combination_of_habits(tmp_path):
     assert held and all(reply.count("\n") >= 2 for _, reply in held)
 
 
+def test_held_out_prompts_answered_again_draw_new_replies(tmp_path):
+    """replies_per_prompt passes over the held-out prompts: the first pass is the one-reply list, and a person
+    answering the same prompt again does not repeat themselves word for word."""
+    once = synthetic_exports.write_persona_dataset(tmp_path / "a", "writer", 40, seed=5)
+    thrice = synthetic_exports.write_persona_dataset(tmp_path / "b", "writer", 40, seed=5, replies_per_prompt=3)
+    assert len(thrice) == 3 * len(once) and thrice[:len(once)] == once
+    assert [prompt for prompt, _ in thrice] == [prompt for prompt, _ in once] * 3
+    assert len({reply for _, reply in thrice}) > 2 * len(once)
+    assert (tmp_path / "a" / "telegram" / "result.json").read_bytes() == \
+        (tmp_path / "b" / "telegram" / "result.json").read_bytes()  # the training data does not change
+
+
 def habit_share(fp: dict, name: str) -> float:
     replies = fp["replies"]
     ending, start = fp["categorical"]["ending"], fp["categorical"]["start"]
