@@ -78,9 +78,10 @@ def last_exchanges(path: Path, limit: int, exclude: set[str] = frozenset()) -> l
     for messages in reply_conversations(path, 10**6) if limit else []:
         if len(pairs) >= limit:
             break
-        if messages[-2]["content"] not in seen:
-            seen.add(messages[-2]["content"])
-            pairs.append((messages[-2]["content"], messages[-1]["content"]))
+        prompt = messages[-2]["content"]
+        if prompt not in seen:
+            seen.add(prompt)
+            pairs.append((prompt, messages[-1]["content"]))
     return pairs
 
 

@@ -30,11 +30,9 @@ def test_style_is_learned_and_measured(demo_model_dir, tmp_path):
          "--marker", SIGNATURE, "--prompts", str(prompts), "--me", ME_NAME, "--model", str(demo_model_dir),
          "--workdir", str(tmp_path / "work"), "--steps", "30",
          # The marker is the acceptance here, so the base model does not answer 120 training prompts for the
-         # pass-as-yours classifier (the report stage still trains one on 16). CI: 1086 s with them, 917 s without.
-         "--train-replies", "0",
-         # The marker share is the acceptance here, and 12 replies a side show it; the bench's 3 per prompt are for
-         # the style distance, whose floor at 12 replies is most of the figure.
-         "--replies-per-prompt", "1"],
+         # pass-as-yours classifier (the report stage still trains one on 16; CI: 1086 s with them, 917 s without),
+         # and one reply per prompt shows the marker share: the bench's 3 are for the style distance's floor.
+         "--train-replies", "0", "--replies-per-prompt", "1"],
         capture_output=True, text=True, encoding="utf-8",
     )
     last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
