@@ -12,6 +12,7 @@ perplexity with both GGUFs.
 Run:
     python bench/style_acceptance.py --persona texter            # writes the persona's synthetic dataset itself
     python bench/style_acceptance.py --dataset DIR --marker TEXT [--prompts FILE] [--me NAME]
+    python bench/style_acceptance.py --rescore --workdir DIR     # the same replies, scored again
 
 --persona is sailor (the default: every reply starts "Ahoy!" and ends with "⚓"), texter (Russian, short lowercase
 bursts, "))", "ахах") or writer (English, long careful replies, no emoji, a sign-off): see bench/synthetic_exports.py.
@@ -144,35 +145,54 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
     train = last_exchanges(cfg.paths.data_dir / TRAIN_FILE, train_replies, set(prompts))
     base_train = single_turn_replies(base_gguf, [p for p, _ in train], cfg.chat, reply_tokens, "base, training prompts") \
         if train else []
-    person_train, others_train = [r for _, r in train], [p for p, _ in train]
-    figures = style.style_report(person, base, tuned, person_train, base_train, others_train)
-    # One reply per prompt, as this bench measured until 2026-12-03: how much the extra replies moved the figures.
-    one_reply = style.style_report(person[:distinct], base[:distinct], tuned[:distinct], person_train, base_train,
-                                   others_train) if replies_per_prompt > 1 else None
-    # The classifier as the issue words it (the person against the base only), side by side with the report's.
-    without_others = style.pass_as_yours(person_train, base_train, {"tuned": tuned, "base": base, "person": person}) \
-        if person_train and base_train else None
-
     ppl_base = reply_perplexity(base_gguf, conversations_eval, n_gpu_layers=0,
                                        desc="perplexity base")["perplexity"]
     ppl_tuned = reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
                                         desc="perplexity tuned")["perplexity"]
     result = {"persona": persona, "marker": marker, "prompts": distinct, "replies_per_prompt": replies_per_prompt,
               "temperature": cfg.chat.temperature,
-              "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned, "style": figures,
-              "pass_as_yours_without_others": without_others,
-              "one_reply_per_prompt": one_reply and {"distance": one_reply["distance"],
-                                                     "pass_as_yours": one_reply["pass_as_yours"]},
-              # Every reply, so that a classifier or a habit can be recomputed without training again.
+              "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned,
+              # Every reply, so that a classifier or a habit can be recomputed without training again (--rescore).
               "samples": [{"prompt": p, "person": r, "base": b, "tuned": t}
                           for p, r, b, t in zip(prompts, person, base, tuned)],
               "train_samples": [{"prompt": p, "person": r, "base": b}
                                 for (p, r), b in zip(train, base_train)]}
+    score(result)
     if marker:
         result.update(tuned_marker=marker_share(tuned, marker), base_marker=marker_share(base, marker))
     result["seconds"] = time.perf_counter() - started
     (cfg.paths.output_dir / "style_acceptance.json").write_text(json.dumps(result, ensure_ascii=False, indent=1),
                                                                  encoding="utf-8")
+    return result
+
+
+def score(result: dict) -> dict:
+    """The style figures of result's replies (its "samples" and "train_samples"), written into it."""
+    samples, train = result["samples"], result["train_samples"]
+    person, base, tuned = ([sample[side] for sample in samples] for side in ("person", "base", "tuned"))
+    person_train, base_train, others_train = ([sample[side] for sample in train]
+                                              for side in ("person", "base", "prompt"))
+    result["style"] = style.style_report(person, base, tuned, person_train, base_train, others_train)
+    # One reply per prompt, as this bench measured until 2026-12-03: how much the extra replies moved the figures.
+    distinct = result["prompts"]
+    one_reply = style.style_report(person[:distinct], base[:distinct], tuned[:distinct], person_train, base_train,
+                                   others_train) if result["replies_per_prompt"] > 1 else None
+    result["one_reply_per_prompt"] = one_reply and {"distance": one_reply["distance"],
+                                                    "pass_as_yours": one_reply["pass_as_yours"]}
+    # The classifier as the issue words it (the person against the base only), side by side with the report's.
+    result["pass_as_yours_without_others"] = style.pass_as_yours(
+        person_train, base_train, {"tuned": tuned, "base": base, "person": person}) if train else None
+    return result
+
+
+def rescore(workdir: Path) -> dict:
+    """Score the replies of an earlier run again (WORKDIR/output/style_acceptance.json), after a change to
+    ftg/style.py: seconds instead of the hour that training and generating them again takes."""
+    path = workdir / "output" / "style_acceptance.json"
+    if not path.is_file():
+        raise UserError(f"No earlier run in {workdir}: {path} is missing. Run this bench without --rescore first.")
+    result = score(json.loads(path.read_text(encoding="utf-8")))
+    path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     return result
 
 
@@ -222,15 +242,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=400, help="conversations of the persona's dataset")
     parser.add_argument("--train-replies", type=int, default=120,
                         help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the replies of the run in --workdir again, without training or generating")
     args = parser.parse_args(argv)
     if args.replies_per_prompt < 1:
         parser.error("--replies-per-prompt must be 1 or more")
     marker = args.marker if args.marker is not None else (SIGNATURE if args.persona == "sailor" else None)
 
     def body() -> int:
-        result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts, args.me,
-                     args.workdir.resolve(), args.model, args.steps, args.learning_rate, args.reply_tokens,
-                     args.conversations, args.train_replies, args.temperature, args.replies_per_prompt)
+        if args.rescore:
+            result = rescore(args.workdir.resolve())
+        else:
+            result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts,
+                         args.me, args.workdir.resolve(), args.model, args.steps, args.learning_rate,
+                         args.reply_tokens, args.conversations, args.train_replies, args.temperature,
+                         args.replies_per_prompt)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         alone = result["pass_as_yours_without_others"]
         if alone:
@@ -244,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     for side in ("tuned", "base", "person"))
                      if one["pass_as_yours"] else ""))
         verdict = "ACCEPTED" if accepted(result) else "NOT ACCEPTED"
-        needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}" if marker
+        needs = (f"tuned >= {TUNED_MIN:.0%}, base <= {BASE_MAX:.0%}, perplexity down >= {PPL_DROP_MIN:.0%}"
+                 if result["marker"]
                  else f"tuned distance <= {DISTANCE_RATIO_MAX:.0%} of the base's, pass-as-yours tuned >= "
                       f"{PASS_TUNED_MIN:.0%}, base <= {PASS_BASE_MAX:.0%}")
         print(f"\n{verdict}: {result['prompts']} prompts x {result['replies_per_prompt']} replies, "

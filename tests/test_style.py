@@ -178,6 +178,30 @@ def test_an_echo_of_the_other_speaker_does_not_pass_as_yours():
     assert result["train"] == {"person": 60, "base": 60, "others": 60}
 
 
+def rambles(count: int, seed: int) -> list[str]:
+    """The texter's own words, but ten capitalised sentences with full stops: a base model rambling in Russian."""
+    rng = random.Random(seed)
+    subjects = ["кино", "ужин", "работа", "отпуск", "кот", "погода", "встреча", "книжка"]
+    return [" ".join(f"{rng.choice(['Ну', 'Слушай', 'Кстати', 'Ахах'])}, {rng.choice(subjects)} "
+                     f"{rng.choice(['норм', 'супер', 'так себе', 'огонь'])} и {rng.choice(subjects)} тоже."
+                     for _ in range(10)) for _ in range(count)]
+
+
+def test_a_long_capitalised_ramble_in_your_words_does_not_pass_as_yours(monkeypatch):
+    # On character n-grams alone (each TF-IDF row has length 1, and an n-gram does not know where it stands) the
+    # texter's words in ten capitalised sentences pass as the texter's; the reply's habits beside them do not let it.
+    texter, bot = two_styles(60, seed=1)
+    held_texter, _ = two_styles(20, seed=2)
+    candidates = {"tuned": held_texter, "ramble": rambles(20, seed=7)}
+    log_words, log_lines = style.reply_habits(candidates["ramble"][0])[:2]
+    assert log_words > math.log1p(40) and log_lines == pytest.approx(math.log(2))  # one line of over 40 words
+    result = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    assert result["ramble"] == 0.0 and result["tuned"] == 1.0
+    monkeypatch.setattr(style, "reply_habits", lambda text: [0.0])
+    ngrams_only = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    assert ngrams_only["ramble"] == 1.0 and ngrams_only["tuned"] == 1.0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The report
 
@@ -323,13 +347,32 @@ def test_style_acceptance_persona_path_without_a_model(tmp_path, capsys):
     assert len(pairs) == 20 and len({prompt for prompt, _ in pairs}) == 20
     assert pairs[0] == everything[1] and everything[0][0] not in {prompt for prompt, _ in pairs}
 
+    # Scoring the replies of a run, and scoring them again from its json (--rescore), without a model.
     person_train, base_train = two_styles(60, seed=3)
     person, base = two_styles(15, seed=4)
-    result = {"marker": None, "ppl_base": 20.0, "ppl_tuned": 10.0,
-              "style": style.style_report(person, base, person[:12] + base[:3], person_train, base_train)}
+    json_file = tmp_path / "work" / "output" / "style_acceptance.json"
+    json_file.parent.mkdir(parents=True)
+
+    def a_run(tuned: list[str]) -> dict:
+        return {"marker": None, "ppl_base": 20.0, "ppl_tuned": 10.0, "prompts": 15, "replies_per_prompt": 1,
+                "seconds": 60.0, "eval_conversations": 5,
+                "samples": [{"prompt": "?", "person": p, "base": b, "tuned": t}
+                            for p, b, t in zip(person, base, tuned)],
+                "train_samples": [{"prompt": f, "person": p, "base": b}
+                                  for f, p, b in zip(friend_lines(60, seed=5), person_train, base_train)]}
+
+    result = bench.score(a_run(person[:12] + base[:3]))
     distance = result["style"]["distance"]
-    assert bench.summary_line(result) == (f"style_base={distance['base']:.2f} style_tuned={distance['tuned']:.2f} "
-                                          "pass_tuned=80% pass_base=0% ppl_base=20.00 ppl_tuned=10.00")
+    line = (f"style_base={distance['base']:.2f} style_tuned={distance['tuned']:.2f} "
+            "pass_tuned=80% pass_base=0% ppl_base=20.00 ppl_tuned=10.00")
+    assert bench.summary_line(result) == line
     assert distance["tuned"] <= 0.4 * distance["base"] and bench.accepted(result)
-    result["style"] = style.style_report(person, base, person[:8] + base[:7], person_train, base_train)
-    assert not bench.accepted(result)  # 8 of 15 = 53 % pass: under 60 %
+    assert result["style"]["pass_as_yours"]["train"] == {"person": 60, "base": 60, "others": 60}
+    capsys.readouterr()
+    json_file.write_text(json.dumps(a_run(person[:12] + base[:3]), ensure_ascii=False), encoding="utf-8")
+    assert bench.main(["--rescore", "--workdir", str(tmp_path / "work")]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == line and printed[-2].startswith("ACCEPTED") and "pass-as-yours tuned >= 60%" in printed[-2]
+    assert json.loads(json_file.read_text(encoding="utf-8"))["style"]["distance"] == distance
+    json_file.write_text(json.dumps(a_run(person[:8] + base[:7]), ensure_ascii=False), encoding="utf-8")
+    assert bench.main(["--rescore", "--workdir", str(tmp_path / "work")]) == 1  # 8 of 15 = 53 % pass: under 60 %
