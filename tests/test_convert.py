@@ -13,8 +13,12 @@ The tiny models match the layout llama.cpp hard-codes:
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
+import time
 
+import psutil
 import pytest
 import torch
 
@@ -174,6 +178,32 @@ def test_missing_converter_and_missing_merge_are_clear(project_copy, monkeypatch
         convert.run(project_config(project_copy))
     with pytest.raises(UserError, match="gguf_precision must be f16 or bf16"):
         convert.run(project_config(project_copy, gguf_precision="f32"))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="only POSIX reports a killed child as a negative return code")
+def test_a_converter_killed_midway_says_so(tiny_gemma3_dir, tmp_path):
+    """A killed converter (the out-of-memory killer sends SIGKILL) prints nothing, and its log's last line only
+    says how far it got: "Set model tokenizer", once, in a clean-clone run on busy cores. The message names the
+    signal instead, and what to do."""
+    def kill_the_converter():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for child in psutil.Process().children(recursive=True):
+                try:
+                    if "convert_hf_to_gguf" in " ".join(child.cmdline()):
+                        child.kill()
+                        return
+                except psutil.Error:
+                    pass  # it ended or is not ours to read
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_converter)
+    killer.start()
+    out = tmp_path / "модель.gguf"
+    with pytest.raises(UserError, match=r"stopped by SIGKILL .*ran out of memory.* What it did until then: "):
+        gguf_make.convert_hf_to_gguf(tiny_gemma3_dir, out, "f16", 1_000_000)
+    killer.join()
+    assert not out.exists() and out.with_name(out.name + ".log").exists()
 
 
 def test_quant_menu_takes_scripted_answers(capsys):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -101,6 +102,14 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
             time.sleep(0.5)
             if partial.exists():
                 bar.update(partial.stat().st_size - bar.n)
+    if process.returncode < 0:  # killed: it prints nothing, so its last line would only say how far it got
+        try:
+            name = signal.Signals(-process.returncode).name
+        except ValueError:
+            name = f"signal {-process.returncode}"
+        raise UserError(f"llama.cpp's converter was stopped by {name} while converting {model_dir}"
+                        + (" (usually: the computer ran out of memory; close other programs and run this step "
+                           "again)" if name == "SIGKILL" else "") + f". What it did until then: {log}")
     if process.returncode != 0 or not partial.exists():
         lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
         raise UserError(f"llama.cpp's converter failed on {model_dir}: {lines[-1] if lines else 'no output'} "
