@@ -42,8 +42,8 @@ SECTIONS = ["paths", "model", "export", "chat"]
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def stream_reply(llm, messages: list[dict], chat_cfg) -> str:
-    """Print the reply as it is generated; Ctrl-C stops it and keeps what was written."""
+def stream_reply(llm, messages: list[dict], chat_cfg, seed: int = 0) -> str:
+    """Print the reply as it is generated (sampled with `seed`); Ctrl-C stops it and keeps what was written."""
     pieces = []
 
     def show(piece: str) -> None:
@@ -51,7 +51,7 @@ def stream_reply(llm, messages: list[dict], chat_cfg) -> str:
         print(piece, end="", flush=True)
 
     try:
-        generate_reply(llm, messages, chat_cfg.max_tokens, chat_cfg.temperature, show)
+        generate_reply(llm, messages, chat_cfg.max_tokens, chat_cfg.temperature, show, seed)
     except KeyboardInterrupt:
         print(" [stopped]", end="")
     print()
@@ -65,6 +65,9 @@ def chat_loop(models: list[tuple[str, object]], chat_cfg, read=input) -> None:
     """
     system = [{"role": "system", "content": chat_cfg.system_prompt}] if chat_cfg.system_prompt.strip() else []
     histories = {label: [] for label, _ in models}
+    # Reply n of the session is sampled with seed n: the same question asked again after /reset gets a new answer,
+    # as in any chat app, while a session typed again replays the same (and base and tuned draw alike in --compare).
+    answered = 0
     while True:
         try:
             text = read(USER_LABEL).strip()
@@ -95,8 +98,9 @@ def chat_loop(models: list[tuple[str, object]], chat_cfg, read=input) -> None:
             if dropped:
                 print(f"(the oldest {dropped} messages were dropped to fit the context of {llm.n_ctx} tokens)")
             print(label, end="", flush=True)
-            reply = stream_reply(llm, messages, chat_cfg)
+            reply = stream_reply(llm, messages, chat_cfg, seed=answered)
             histories[label] = messages[len(system):] + [{"role": "assistant", "content": reply}]
+        answered += 1
     print("Bye.")
 
 

@@ -122,6 +122,20 @@ def test_chat_keeps_the_history_without_reset(demo_gguf, project_copy):
                                      ("you> ", "Bye.")]
 
 
+def test_the_same_question_after_reset_is_answered_afresh(demo_gguf, project_copy):
+    """Sampled chat: reply n of the session is drawn with seed n, so asking again after /reset gives a new answer
+    (every reply used seed 0 before, and the user got the same one again), and the session replays exactly."""
+    place(demo_gguf, project_copy / "output" / "finetuned_gemma.gguf")
+    result = run_chat(["--output-dir", "output", "--temperature", "0.9", "--max-tokens", "12"],
+                      "Tell me a story.\n/reset\nTell me a story.\n", project_copy)
+    assert result.returncode == 0, result.stderr
+    replies = [text for label, text in events(result.stdout) if label == "model> "]
+    question = [{"role": "user", "content": "Tell me a story."}]
+    with open_gguf(demo_gguf, n_ctx=load_config().chat.context_size) as model:
+        expected = [generate_reply(model, question, 12, 0.9, seed=n).strip() for n in (0, 1)]
+    assert replies == expected and expected[0] != expected[1]
+
+
 def test_compare_shows_base_then_tuned(demo_gguf, tiny_gguf, demo_model_dir, project_copy):
     output = project_copy / "output"
     # Two different models, so that each label can be checked against its own model's reply.
