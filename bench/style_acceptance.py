@@ -48,6 +48,7 @@ from download_model import build_demo_model  # noqa: E402
 from ftg import style  # noqa: E402
 from ftg.config import load_config  # noqa: E402
 from ftg.errors import UserError, run_main  # noqa: E402
+from ftg.files import write_json  # noqa: E402
 from ftg.gguf_make import ensure_base_gguf  # noqa: E402
 from ftg.gguf_run import generate_reply, open_gguf, reply_perplexity  # noqa: E402
 from ftg.paths import DEMO_MODEL_DIR, EVAL_FILE, TRAIN_FILE  # noqa: E402
@@ -161,8 +162,7 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
     if marker:
         result.update(tuned_marker=marker_share(tuned, marker), base_marker=marker_share(base, marker))
     result["seconds"] = time.perf_counter() - started
-    (cfg.paths.output_dir / "style_acceptance.json").write_text(json.dumps(result, ensure_ascii=False, indent=1),
-                                                                 encoding="utf-8")
+    write_json(cfg.paths.output_dir / "style_acceptance.json", result)
     return result
 
 
@@ -192,7 +192,7 @@ def rescore(workdir: Path) -> dict:
     if not path.is_file():
         raise UserError(f"No earlier run in {workdir}: {path} is missing. Run this bench without --rescore first.")
     result = score(json.loads(path.read_text(encoding="utf-8")))
-    path.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(path, result)  # atomic: a crash here must not lose the hour of replies it holds
     return result
 
 
