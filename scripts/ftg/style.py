@@ -274,10 +274,10 @@ def reply_habits(text: str) -> list[float]:
     Russian, all four opening with a capital (the texter's 95 % do not), three of 60 words (the texter's median is
     10); with these habits beside the n-grams, none."""
     words, lines, emoji = len(words_in(text)), line_count(text), len(emoji_in(text))
-    marks = markdown_marks(text)
+    end, start, marks = ending(text), start_case(text), markdown_marks(text)
     return ([math.log1p(words), math.log1p(lines), math.log1p(emoji)]
-            + [float(ending(text) == name) for name in ENDINGS]
-            + [float(start_case(text) == name) for name in STARTS]
+            + [float(end == name) for name in ENDINGS]
+            + [float(start == name) for name in STARTS]
             + [float(name in marks) for name in MARKS])
 
 
