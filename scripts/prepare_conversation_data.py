@@ -305,10 +305,10 @@ class Totals:
 
 def matches_me(message: Message, me: set[str]) -> bool:
     """`me` holds casefolded display names and ids, never ""; Telegram ids match with or without their "user"
-    prefix."""
+    prefix; a message's aliases (Slack's handle, real and display name) match like its speaker."""
     speaker_id = message.speaker_id.casefold()
     return not me.isdisjoint((message.speaker.casefold(), message.login.casefold(), speaker_id,
-                              speaker_id.removeprefix("user")))
+                              speaker_id.removeprefix("user"), *(alias.casefold() for alias in message.aliases)))
 
 
 def build_turns(messages: list[Message], messenger: bool, me: set[str], cfg, totals: Totals) -> list[Turn]:

@@ -286,6 +286,18 @@ def test_owner_is_learned_where_the_export_names_them(tmp_path, capsys):
         assert row in str(error.value)
 
 
+def test_me_matches_any_of_a_persons_ids_and_names(tmp_path):
+    """Issue 32: --me may give a Slack user's id, handle, real name or display name (users.json), in any case; a
+    Telegram user id with or without "user"; a VK id with or without "id". Each picks the same replies."""
+    for fmt, names in (("slack", ["U01ALICE", "alice", "Alice Liddell", "alice liddell", "Alice"]),
+                       ("telegram", ["user111", "111"])):
+        for name in names:
+            examples, _ = prepare(tmp_path, EXPORTS / fmt, me=[name])
+            assert sorted(shape(examples)) == sorted(EXPECTED[fmt][0]), (fmt, name)
+    bob = [sorted(shape(prepare(tmp_path, EXPORTS / "vk", me=[name])[0])) for name in ("id123456789", "123456789")]
+    assert bob[0] and bob[0] == bob[1] and bob[0] != sorted(EXPECTED["vk"][0])  # the other side's voice
+
+
 def test_sample_pairs_and_participants_are_shown_before_training(tmp_path, capsys):
     prepare(tmp_path, EXPORTS / "telegram_html", me=["Alice"])
     out = capsys.readouterr().out

@@ -30,6 +30,9 @@ class Message:
     """Account id (messengers), e.g. Telegram's "user123456"."""
     login: str = ""
     """Second name that `me` may match (Discord user name)."""
+    aliases: tuple[str, ...] = ()
+    """Further names and ids of the same person that `me` may match (Slack's real and display names, VK's bare
+    number); never shown, so the participants table stays as it is."""
     time: float | None = None
     """Unix seconds; splits messenger history into conversations."""
     skip: str = ""

@@ -241,7 +241,9 @@ def _vk_message(body: str, group: bool) -> Message:
             skip = "service"  # "Иван пригласил Олю", "Вы закрепили сообщение": the action, not words
         else:
             skip = "empty"
+    number = speaker_id.removeprefix("id")  # vk.com/id123456789: the bare number is the same account
     return Message("chat", "", text, speaker=speaker, speaker_id=speaker_id,
+                   aliases=(number,) if number.isdigit() and number != speaker_id else (),
                    time=_vk_time(header[1]), skip=skip, group=group)
 
 

@@ -31,6 +31,14 @@ def _user_name(user: dict) -> str:
             or _str(user.get("name")))
 
 
+def _user_aliases(user: dict) -> tuple[str, ...]:
+    """Every name `me` may give for a Slack user: handle, real name and display name (users.json or user_profile)."""
+    profile = user.get("profile") if isinstance(user.get("profile"), dict) else {}
+    found = (_str(user.get("name")), _str(user.get("real_name")), _str(profile.get("real_name")),
+             _str(profile.get("display_name")))
+    return tuple(dict.fromkeys(name for name in found if name))
+
+
 def slack_text(text: str, names: dict[str, str]) -> str:
     """Plain text of a Slack message: mentions, channels and links resolved, &amp; &lt; &gt; decoded."""
     def resolve(match: re.Match) -> str:
@@ -49,6 +57,7 @@ def parse_slack(stream, notes: list[str]) -> Iterator[Message]:
     """A channel of a Slack export: users.json (when present) and the channel's daily files, laid end to end."""
     names: dict[str, str] = {}
     handles: dict[str, str] = {}
+    aliases: dict[str, tuple[str, ...]] = {}
     try:
         for item in ijson.items(stream, "item", multiple_values=True, use_float=True):
             if not isinstance(item, dict):
@@ -57,8 +66,9 @@ def parse_slack(stream, notes: list[str]) -> Iterator[Message]:
             if "ts" not in item and isinstance(item.get("id"), str):
                 names[item["id"]] = _user_name(item)  # a users.json entry
                 handles[item["id"]] = _str(item.get("name"))
+                aliases[item["id"]] = _user_aliases(item)
                 continue
-            yield _slack_message(item, names, handles)
+            yield _slack_message(item, names, handles, aliases)
     except ijson.JSONError as exc:
         detail = " ".join(str(exc).split())
         if "premature EOF" in detail or "Incomplete" in detail:
@@ -66,7 +76,8 @@ def parse_slack(stream, notes: list[str]) -> Iterator[Message]:
         raise FormatError(f"malformed JSON ({detail[:100]})") from None
 
 
-def _slack_message(item: dict, names: dict[str, str], handles: dict[str, str]) -> Message:
+def _slack_message(item: dict, names: dict[str, str], handles: dict[str, str],
+                   aliases: dict[str, tuple[str, ...]]) -> Message:
     user = _str(item.get("user"))
     profile = item.get("user_profile") if isinstance(item.get("user_profile"), dict) else {}
     speaker = (names.get(user) or _str(profile.get("display_name")) or _str(profile.get("real_name"))
@@ -89,4 +100,6 @@ def _slack_message(item: dict, names: dict[str, str], handles: dict[str, str]) -
     elif not text.strip():
         skip = "media_only" if item.get("files") or item.get("attachments") else "empty"
     return Message("channel", "", text, speaker=speaker, speaker_id=user,
-                   login=handles.get(user) or _str(profile.get("name")), time=time, skip=skip, group=True)
+                   login=handles.get(user) or _str(profile.get("name")),
+                   aliases=aliases.get(user) or _user_aliases({"name": profile.get("name"), "profile": profile}),
+                   time=time, skip=skip, group=True)
