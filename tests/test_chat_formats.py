@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftg.chat_formats import (MESSENGER_FORMATS, PARSERS, FormatError, PartsStream, chat_parts, detect, read_messages,
-                              telegram_owner)
+from ftg.chat_formats import MESSENGER_FORMATS, PARSERS, FormatError, PartsStream, chat_parts, detect, read_messages
 from ftg.formats_meta import repair_mojibake
 from ftg.formats_slack import slack_text
+from ftg.formats_telegram_discord import telegram_owner
 
 EXPORTS = Path(__file__).parent / "exports"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -1,7 +1,8 @@
-"""What every chat parser yields (`Message`) and the one error it may raise (`FormatError`).
+"""What every chat parser yields (`Message`) and the one error it may raise (`FormatError`), and the two byte-level
+helpers the text readers share (utf8_or_cp1251, skip_bom).
 
-Kept apart from chat_formats.py so that the parsers split by family (formats_html.py, formats_meta.py,
-formats_slack.py) and the table of formats in chat_formats.py can all import it without a cycle.
+Kept apart from chat_formats.py so that the parsers split by family (formats_*.py) and the table of formats in
+chat_formats.py can all import it without a cycle.
 """
 
 from __future__ import annotations
@@ -52,3 +53,16 @@ def utf8_or_cp1251(head: bytes, notes: list[str], note: str) -> str:
     except UnicodeDecodeError:
         notes.append(note)
         return "cp1251"
+
+
+def skip_bom(stream) -> str:
+    """Position the stream after a byte-order mark; return the encoding the mark implies ("" when none)."""
+    head = stream.read(3)
+    if head.startswith(codecs.BOM_UTF8):
+        stream.seek(3)
+        return "utf-8"
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        stream.seek(0)
+        return "utf-16"
+    stream.seek(0)
+    return ""
