@@ -15,6 +15,8 @@ import pytest
 import prepare_conversation_data as prep
 from ftg.config import load_config
 from ftg.errors import UserError
+from ftg.examples import Lengths, example_ranges
+from ftg.text_cleaning import clean_text
 
 EXPORTS = Path(__file__).parent / "exports"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -372,7 +374,7 @@ def test_lengths_use_gemma_chat_template_and_keep_the_final_reply(tmp_path, tiny
     lengths = []
     for example in examples:
         ids = tokenizer.apply_chat_template(example["messages"], tokenize=True)["input_ids"]
-        assert prep.Lengths(tokenizer).count(example["messages"]) == len(ids)  # one <bos>, not two
+        assert Lengths(tokenizer).count(example["messages"]) == len(ids)  # one <bos>, not two
         lengths.append(len(ids))
     assert max(lengths) <= limit == report["token_lengths"]["limit"]
     assert max(lengths) == report["token_lengths"]["max"]
@@ -403,19 +405,19 @@ def test_personal_data_is_replaced_with_typed_placeholders():
     counts = Counter()
     text = ("Mail me at jane.doe+work@mail.example.org or call +7 912 345-67-89 / (555) 123-4567, "
             "card 4111 1111 1111 1111, see https://example.com/a?b=1.")
-    assert prep.clean_text(text, True, True, counts) == (
+    assert clean_text(text, True, True, counts) == (
         "Mail me at [EMAIL] or call [PHONE] / [PHONE], card [CARD], see [URL].")
     assert counts == {"email": 1, "phone": 2, "card": 1, "url": 1}
     kept = ("Meet on 31.12.2023 at 21:41, order 12345, 2023-12-31 21:41, card-like 4111 1111 1111 1112, "
             "pi 3.14159265358979, https://example.com/x")
-    assert prep.clean_text(kept, True, False, counts) == kept
-    assert prep.clean_text(" Cafe\u0301\r\nnext\u200e line ", False, False, Counter()) == "Café\nnext line"
-    assert prep.clean_text("call +7 912 345-67-89", False, False, Counter()) == "call +7 912 345-67-89"
+    assert clean_text(kept, True, False, counts) == kept
+    assert clean_text(" Cafe\u0301\r\nnext\u200e line ", False, False, Counter()) == "Café\nnext line"
+    assert clean_text("call +7 912 345-67-89", False, False, Counter()) == "call +7 912 345-67-89"
 
 
 def test_conversational_mode_adds_history_and_windows():
-    assert prep.example_ranges(3, "instruct", [2]) == [(0, 0), (1, 1), (2, 2)]
-    assert prep.example_ranges(5, "conversational", [2, 4]) == [
+    assert example_ranges(3, "instruct", [2]) == [(0, 0), (1, 1), (2, 2)]
+    assert example_ranges(5, "conversational", [2, 4]) == [
         (0, 0), (1, 1), (2, 2), (3, 3), (4, 4),  # pairs
         (0, 1), (0, 2), (0, 3), (0, 4),  # growing history
         (1, 2), (2, 3), (3, 4),  # last 2 exchanges (windows that equal the history are not repeated)
