@@ -1,6 +1,6 @@
-"""ftg/style.py: each habit of the fingerprint on hand-written replies (exact values), the distances, the authorship
-classifier, the verdict, the chart and the HTML fragment; and the realistic personas of bench/synthetic_exports.py
-through the real importer (bursts merged into one reply)."""
+"""ftg/style.py, style_fingerprint.py and style_classifier.py: each habit of the fingerprint on hand-written replies
+(exact values), the distances, the authorship classifier, the verdict, the chart and the HTML fragment; and the
+realistic personas of bench/synthetic_exports.py through the real importer (bursts merged into one reply)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from ftg import style
+from ftg import style, style_classifier, style_fingerprint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import synthetic_exports  # noqa: E402
 
 
 def habit(replies: list[str], kind: str, name: str):
-    return style.fingerprint(replies)[kind][name]
+    return style_fingerprint.fingerprint(replies)[kind][name]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def test_markdown_structure():
 
 def test_openers_and_closers():
     replies = ["Ahoy! Nice day ⚓", "ахах ну да))", "Hello,\n\nSure.\n\nAll the best,\nArthur", "))"]
-    fp = style.fingerprint(replies)
+    fp = style_fingerprint.fingerprint(replies)
     assert fp["categorical"]["opener"] == {"ahoy": 1, "ахах": 1, "hello": 1, "": 1}
     assert fp["categorical"]["closer"] == {"⚓": 1, "да": 1, "arthur": 1, "": 1}
 
@@ -79,7 +79,7 @@ def test_openers_and_closers():
 def test_typical_words_log_odds_with_informative_prior():
     person = {"ахах": 12, "the": 5, "ну": 6, "once": 1}
     base = {"the": 60, "model": 20, "ну": 1, "certainly": 15}
-    rows = style.typical_words(person, base)
+    rows = style_fingerprint.typical_words(person, base)
     assert [row["word"] for row in rows] == ["ахах", "ну"]  # "the" is the base model's; "once" is too rare
     assert rows[0]["count"] == 12 and rows[0]["other_count"] == 0 and rows[0]["z"] > rows[1]["z"] > 0
     # By hand: n = 24 and 96 words; alpha = 1000 * 12 / 120 = 100; sigma^2 = 1/112 + 1/100;
@@ -102,31 +102,32 @@ BOT = ["Certainly! Here is a short overview:\n\n- **First**, consider the contex
 
 
 def test_identical_sets_have_distance_zero():
-    d = style.distance(style.fingerprint(TEXTER + BOT), style.fingerprint(list(reversed(TEXTER + BOT))))
+    d = style_fingerprint.distance(style_fingerprint.fingerprint(TEXTER + BOT),
+                                   style_fingerprint.fingerprint(list(reversed(TEXTER + BOT))))
     assert d["overall"] == 0 and set(d["habits"].values()) == {0.0}
-    assert set(d["habits"]) == set(style.HABITS)
+    assert set(d["habits"]) == set(style_fingerprint.HABITS)
 
 
 def test_clearly_different_sets_are_far_apart():
-    d = style.distance(style.fingerprint(TEXTER), style.fingerprint(BOT))
+    d = style_fingerprint.distance(style_fingerprint.fingerprint(TEXTER), style_fingerprint.fingerprint(BOT))
     assert d["overall"] > 0.6, d
     assert d["habits"]["script"] > 0.8  # Cyrillic (a few English words) against Latin letters
     assert d["habits"]["opener"] == pytest.approx(1.0)  # no first word in common
 
 
 def test_numeric_distance_is_scaled_by_ratio():
-    assert style.numeric_distance([0] * 4, [1] * 4) == pytest.approx(0.5)  # log(2) apart: "twice"
-    assert style.numeric_distance([3] * 4, [15] * 5) == pytest.approx(0.75)  # log(16/4): "four times"
-    assert style.numeric_distance([1, 2, 3], [3, 2, 1]) == 0
-    assert style.wasserstein([0, 1], [0, 3]) == pytest.approx(1.0)
+    assert style_fingerprint.numeric_distance([0] * 4, [1] * 4) == pytest.approx(0.5)  # log(2) apart: "twice"
+    assert style_fingerprint.numeric_distance([3] * 4, [15] * 5) == pytest.approx(0.75)  # log(16/4): "four times"
+    assert style_fingerprint.numeric_distance([1, 2, 3], [3, 2, 1]) == 0
+    assert style_fingerprint.wasserstein([0, 1], [0, 3]) == pytest.approx(1.0)
 
 
 def test_jensen_shannon_distance():
-    assert style.js_distance({"a": 1}, {"b": 5}) == pytest.approx(1.0)
-    assert style.js_distance({"a": 2, "b": 2}, {"b": 1, "a": 1}) == 0
+    assert style_fingerprint.js_distance({"a": 1}, {"b": 5}) == pytest.approx(1.0)
+    assert style_fingerprint.js_distance({"a": 2, "b": 2}, {"b": 1, "a": 1}) == 0
     divergence = 0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)) + 0.5 * math.log2(1 / 0.75)
-    assert style.js_distance({"a": 1, "b": 1}, {"a": 3}) == pytest.approx(math.sqrt(divergence))
-    assert style.js_distance({}, {}) == 0 and style.js_distance({}, {"a": 1}) == 1
+    assert style_fingerprint.js_distance({"a": 1, "b": 1}, {"a": 3}) == pytest.approx(math.sqrt(divergence))
+    assert style_fingerprint.js_distance({}, {}) == 0 and style_fingerprint.js_distance({}, {"a": 1}) == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,10 +151,10 @@ def two_styles(count: int, seed: int) -> tuple[list[str], list[str]]:
 def test_classifier_separates_two_hand_made_styles():
     texter, bot = two_styles(60, seed=1)
     held_texter, held_bot = two_styles(20, seed=2)
-    result = style.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
+    result = style_classifier.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
     assert result["tuned"] == 1.0 and result["base"] == 0.0
     assert result["train"] == {"person": 60, "base": 60, "others": 0}
-    again = style.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
+    again = style_classifier.pass_as_yours(texter, bot, {"tuned": held_texter, "base": held_bot})
     assert again == result  # deterministic
 
 
@@ -171,9 +172,9 @@ def test_an_echo_of_the_other_speaker_does_not_pass_as_yours():
     texter, bot = two_styles(60, seed=1)
     held_texter, _ = two_styles(20, seed=2)
     candidates = {"tuned": held_texter, "echo": friend_lines(20, seed=6)}
-    alone = style.pass_as_yours(texter, bot, candidates)
+    alone = style_classifier.pass_as_yours(texter, bot, candidates)
     assert alone["echo"] == 1.0
-    result = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    result = style_classifier.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
     assert result["echo"] == 0.0 and result["tuned"] == 1.0
     assert result["train"] == {"person": 60, "base": 60, "others": 60}
 
@@ -193,12 +194,12 @@ def test_a_long_capitalised_ramble_in_your_words_does_not_pass_as_yours(monkeypa
     texter, bot = two_styles(60, seed=1)
     held_texter, _ = two_styles(20, seed=2)
     candidates = {"tuned": held_texter, "ramble": rambles(20, seed=7)}
-    log_words, log_lines = style.reply_habits(candidates["ramble"][0])[:2]
+    log_words, log_lines = style_classifier.reply_habits(candidates["ramble"][0])[:2]
     assert log_words > math.log1p(40) and log_lines == pytest.approx(math.log(2))  # one line of over 40 words
-    result = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    result = style_classifier.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
     assert result["ramble"] == 0.0 and result["tuned"] == 1.0
-    monkeypatch.setattr(style, "reply_habits", lambda text: [0.0])
-    ngrams_only = style.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
+    monkeypatch.setattr(style_classifier, "reply_habits", lambda text: [0.0])
+    ngrams_only = style_classifier.pass_as_yours(texter, bot, candidates, others_train=friend_lines(60, seed=5))
     assert ngrams_only["ramble"] == 1.0 and ngrams_only["tuned"] == 1.0
 
 
@@ -281,7 +282,7 @@ def test_texter_persona_is_a_combination_of_habits(tmp_path):
     replies, held = prepared_replies(tmp_path, "texter", 120)
     held_prompts = {prompt for prompt, _ in held}
     assert held_prompts and len(replies) > 150
-    fp = style.fingerprint(replies)
+    fp = style_fingerprint.fingerprint(replies)
     lines = fp["numeric"]["lines"]
     assert 0.4 < sum(n > 1 for n in lines) / len(lines) < 0.9  # bursts, merged one message per line
     share = {name: habit_share(fp, name) for name in ("lowercase", "no full stop", "))", "ахах", "english")}
@@ -293,7 +294,7 @@ def test_texter_persona_is_a_combination_of_habits(tmp_path):
 
 def test_writer_persona_is_a_combination_of_habits(tmp_path):
     replies, held = prepared_replies(tmp_path, "writer", 80)
-    fp = style.fingerprint(replies)
+    fp = style_fingerprint.fingerprint(replies)
     assert sum(fp["numeric"]["emoji"]) == 0
     assert sum(fp["numeric"]["words"]) / len(replies) > 40
     sign_off = sum(reply.endswith("All the best,\nArthur") for reply in replies) / len(replies)
