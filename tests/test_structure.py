@@ -7,6 +7,8 @@
   bitsandbytes, datasets, llama.cpp, and none of ftg's model, training or GGUF modules.
 - Only ftg/llama_runtime.py imports the llama.cpp runtime package.
 - bench/ imports no private (_underscore) name from the project's modules.
+- Every file under scripts/ is under 500 lines and every public top-level function under 60, unless the line just
+  above its def (or its decorator) is a comment with "long:" that says why (issue 32: a file reads as one concern).
 
 Imports inside functions count as much as those at the top of a file.
 """
@@ -112,3 +114,44 @@ def test_the_checks_catch_what_they_are_for():
     assert problems_of_shared(SCRIPTS / "ftg" / "formats_html.py", "from ftg.models import x\n") == [
         "the importer formats_html.py imports ftg.models, which belongs to training"]
     assert {"chat", "convert", "report", "finetune_gemma", "merge_lora", "prepare_conversation_data"} <= STAGES
+
+
+MAX_FILE_LINES = 500
+MAX_FUNCTION_LINES = 60
+
+
+def problems_of_size(name: str, source: str) -> list[str]:
+    """Why `source` (the file `name`) is too long: MAX_FILE_LINES lines or more, or a public top-level function of
+    MAX_FUNCTION_LINES lines or more (def to its last line) without a "# long: why" comment just above it."""
+    lines = source.splitlines()
+    found = [f"{name} has {len(lines)} lines (under {MAX_FILE_LINES})"] if len(lines) >= MAX_FILE_LINES else []
+    for node in ast.parse(source).body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name.startswith("_"):
+            continue
+        length = node.end_lineno - node.lineno + 1
+        first = min([node.lineno] + [decorator.lineno for decorator in node.decorator_list])
+        above = lines[first - 2].strip() if first > 1 else ""
+        if length >= MAX_FUNCTION_LINES and not (above.startswith("#") and "long:" in above):
+            found.append(f"{name}: {node.name}() has {length} lines (under {MAX_FUNCTION_LINES}, or say why above "
+                         "it in a '# long: ...' comment)")
+    return found
+
+
+def test_files_and_public_functions_are_short():
+    found = [problem for path in python_files(SCRIPTS)
+             for problem in problems_of_size(str(path.relative_to(PROJECT_ROOT)), path.read_text(encoding="utf-8"))]
+    assert found == []
+
+
+def test_the_size_check_catches_long_code():
+    """The size rule fails on long synthetic sources (so a passing run means something)."""
+    body = "    x = 1\n"
+    assert problems_of_size("a.py", "def show():\n" + body * 59) == [
+        "a.py: show() has 60 lines (under 60, or say why above it in a '# long: ...' comment)"]
+    assert problems_of_size("a.py", "def show():\n" + body * 58) == []
+    assert problems_of_size("a.py", "def _show():\n" + body * 59) == []
+    assert problems_of_size("a.py", "# long: a table\ndef show():\n" + body * 59) == []
+    assert problems_of_size("a.py", "# long: a table\n@cache\ndef show():\n" + body * 59) == []
+    assert problems_of_size("a.py", "# a table\ndef show():\n" + body * 59) != []
+    assert problems_of_size("a.py", "x = 1\n" * 500) == ["a.py has 500 lines (under 500)"]
+    assert problems_of_size("a.py", "x = 1\n" * 499) == []

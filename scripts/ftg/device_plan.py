@@ -177,6 +177,7 @@ def _auto_on_off(value, name: str) -> bool | None:
     return choice
 
 
+# long: one search over the memory options and its notes; the DevicePlan it returns, one field a line, is 15
 def plan_device(
     model_config, memory_bytes: int, train_cfg, device: str = "cpu", device_name: str = "CPU", has_bf16: bool = True
 ) -> DevicePlan:

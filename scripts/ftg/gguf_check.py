@@ -120,6 +120,7 @@ def reference_placement(n_params: int) -> tuple[str, object]:
     return ("cuda" if torch.cuda.is_available() else "cpu"), torch.bfloat16
 
 
+# long: one pass with the merged model loaded once: teacher-forced log-probs, then the greedy reference reply
 def build_reference(merged: Path, conversations: list[list[dict]], source: str, verify_tokens: int,
                     reply_tokens: int, n_params: int) -> Reference:
     import torch
@@ -185,6 +186,7 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
     return reference
 
 
+# long: the four checks of the module docstring, in order; the GGUF is opened once for the logits, once for the reply
 def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
     """Run the four checks on one GGUF; returns the figures (see the module docstring)."""
     from ftg.gguf_run import log_softmax, open_gguf, render_prompt
