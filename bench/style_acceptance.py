@@ -108,7 +108,7 @@ def marker_share(replies: list[str], marker: str) -> float:
 def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Path | None, me: list[str],
         workdir: Path, model: Path | None, steps: int, learning_rate: float, reply_tokens: int,
         conversations: int = 400, train_replies: int = 120, temperature: float | None = None,
-        replies_per_prompt: int = 3) -> dict:
+        replies_per_prompt: int = 3, eval_every: int | None = None) -> dict:
     started = time.perf_counter()
     held_out = None
     if dataset is None:
@@ -123,7 +123,8 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         "paths": {"data_dir": workdir / "data", "output_dir": workdir / "output"},
         "model": {"model": str(model_dir)},
         "data": {"input": str(dataset), "output": str(workdir / "data"), "me": me},
-        "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new"},
+        "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new",
+                  **({} if eval_every is None else {"eval_every": eval_every})},
         "export": {"quant": "Q4_K_M", "extra_quants": []},
         "chat": {"n_gpu_layers": 0, **({} if temperature is None else {"temperature": temperature})},
     })
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=400, help="conversations of the persona's dataset")
     parser.add_argument("--train-replies", type=int, default=120,
                         help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="optimizer steps between evaluations (default: train.eval_every of config.yaml)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the replies of the run in --workdir again, without training or generating")
     args = parser.parse_args(argv)
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts,
                          args.me, args.workdir.resolve(), args.model, args.steps, args.learning_rate,
                          args.reply_tokens, args.conversations, args.train_replies, args.temperature,
-                         args.replies_per_prompt)
+                         args.replies_per_prompt, args.eval_every)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         alone = result["pass_as_yours_without_others"]
         if alone:

@@ -33,7 +33,7 @@ from ftg.config import add_config_arguments, config_from_args, describe
 from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, write_json, write_text_atomic
 from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_parameters, gguf_bytes, normalize_quants,
-                           quantize, require_converter, tensor_type_counts, tensor_type_of, tensor_types_for)
+                           quantize, require_converter, tensor_type_counts, tensor_types, tensor_types_for)
 from ftg.llama_runtime import RUNTIME_MISSING, runtime_available
 from ftg.models import load_tokenizer
 from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
@@ -132,8 +132,9 @@ def check_file(report: dict, reference, path: Path, gguf_type: str, required: bo
         row = gguf_check.check_gguf(path, reference, export.reply_tokens)
         # The top-1 threshold applies to the unquantized file; a quant's agreement is reported, not judged.
         row["problems"] = gguf_check.problems(row, export.min_top1_agreement if required else 0.0)
+    types = tensor_types(path)
     row.update(type=gguf_type, required=required, check_s=round(time.time() - started, 1),
-               tensor_types=tensor_type_counts(path), per_layer_token_embd=tensor_type_of(path, PER_LAYER_TABLE))
+               tensor_types=tensor_type_counts(types), per_layer_token_embd=types.get(PER_LAYER_TABLE))
     report["files"].append(row)
     return row
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from download_model import build_demo_model
+from ftg.config import PROJECT_ROOT
 from ftg.models import CACHE_DIR
 
 TINY_VERSION = 2
@@ -151,3 +155,51 @@ def hub_gemma4_mm_dir(demo_model_dir) -> Path:
     from hub_layouts import gemma4_multimodal
 
     return gemma4_multimodal(demo_model_dir)
+
+
+@dataclass
+class SailorRun:
+    """The one fine-tune of the real Gemma 3 270M per test session (bench/style_acceptance.py, the sailor persona)."""
+
+    workdir: Path
+    """Its data/ and output/: runs/style-acceptance/, merged/, the GGUF files, gguf_report.json, report.html."""
+    stdout: str
+    stderr: str
+    returncode: int
+
+    @property
+    def output(self) -> Path:
+        return self.workdir / "output"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output / "runs" / "style-acceptance"
+
+
+@pytest.fixture(scope="session")
+def sailor_run(demo_model_dir, tmp_path_factory) -> SailorRun:
+    """The real 270M trained once, through the whole chain (prepare -> train -> merge -> convert and check -> report),
+    by the style bench: about 7 minutes on 2 cores, the one real fine-tune in the suite. Every test that needs a
+    tuned 270M reads this run's files instead of training its own (test_style_acceptance, test_convert,
+    test_finetune).
+
+    The dataset is generated (bench/synthetic_exports.py): the learned voice ends every reply with "⚓", and the 12
+    prompts are held out. 30 steps, evaluated at steps 0, 15 and 30. The bench's pass-as-yours classifier is left out
+    (--train-replies 0: the marker is the acceptance here; CI: 1086 s with it, 917 s without), and one reply per
+    prompt shows the marker share (the bench's 3 are for the style distance's floor).
+    """
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    from synthetic_exports import ME_NAME, SIGNATURE, write_styled_dataset
+
+    root = tmp_path_factory.mktemp("sailor") / "чаты моряка"
+    held_out = write_styled_dataset(root / "dataset", 200, seed=7)
+    prompts = root / "prompts.txt"
+    prompts.write_text("\n".join(held_out[:12]) + "\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "bench" / "style_acceptance.py"), "--dataset", str(root / "dataset"),
+         "--marker", SIGNATURE, "--prompts", str(prompts), "--me", ME_NAME, "--model", str(demo_model_dir),
+         "--workdir", str(root / "work"), "--steps", "30", "--eval-every", "15",
+         "--train-replies", "0", "--replies-per-prompt", "1"],
+        capture_output=True, text=True, encoding="utf-8",
+    )
+    return SailorRun(root / "work", result.stdout, result.stderr, result.returncode)

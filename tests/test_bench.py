@@ -1,4 +1,5 @@
-"""bench/train_throughput.py --tiny runs end to end on the CPU, so the GPU benchmark cannot rot between GPU sessions."""
+"""bench/train_throughput.py --tiny runs end to end on the CPU, so the GPU benchmark cannot rot between GPU sessions;
+bench/ci_budget.py judges a junit file against its budgets."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 
 
+@pytest.mark.slow
 def test_train_throughput_tiny(tmp_path):
     out = tmp_path / "bench out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
@@ -68,3 +71,31 @@ def test_train_throughput_tiny(tmp_path):
         if name != "seed":
             assert result["speedup_vs_seed"] == pytest.approx(result["real_tokens_per_s"] / seed["real_tokens_per_s"])
     assert "ours" in completed.stdout and "x seed" in completed.stdout
+
+
+def test_ci_budget_fails_a_file_that_grew_past_its_budget(tmp_path, capsys):
+    """bench/ci_budget.py reads pytest's junit file, sums each test file, and fails only past 1.5x its budget."""
+    import ci_budget
+
+    junit = tmp_path / "junit.xml"
+
+    def write(seconds_of_convert: float) -> None:
+        junit.write_text(
+            '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">'
+            f'<testcase classname="tests.test_convert" name="test_a" time="{seconds_of_convert / 2}"/>'
+            f'<testcase classname="tests.test_convert" name="test_b[x]" time="{seconds_of_convert / 2}"/>'
+            '<testcase classname="tests.test_style" name="test_c" time="3.0"/>'
+            '</testsuite></testsuites>', encoding="utf-8")
+
+    budgets = tmp_path / "budgets.json"
+    budgets.write_text(json.dumps({"seconds_per_file": {"tests/test_convert.py": 100, "tests/test_style.py": 2},
+                                   "total_s": 102}), encoding="utf-8")
+    ci_budget.BUDGETS = budgets
+    write(149.0)
+    assert ci_budget.file_seconds(junit) == {"tests/test_convert.py": 149.0, "tests/test_style.py": 3.0}
+    assert ci_budget.main([str(junit)]) == 0  # 1.49x; the 2 s file at 3 s is under its 20 s floor
+    write(151.0)
+    assert ci_budget.main([str(junit)]) == 1
+    assert "tests/test_convert.py" in capsys.readouterr().err
+    budgets.write_text(json.dumps({"seconds_per_file": {"tests/test_style.py": 2}, "total_s": 2}), encoding="utf-8")
+    assert ci_budget.main([str(junit)]) == 1  # a 151 s file with no budget is not waved through

@@ -70,6 +70,7 @@ def tiny_gemma3n_llamacpp_dir(demo_model_dir):
     return build_tiny_model("tiny-gemma3n-llamacpp-v1", config, "Gemma3nForCausalLM", demo_model_dir, torch.bfloat16)
 
 
+@pytest.mark.slow
 def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, capsys):
     make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM")
     write_eval_file(project_copy / "data")
@@ -113,6 +114,7 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     assert "logits" not in report["files"][1] and report["files"][1]["size_bytes"] < rows["Q4_K_M"]["size_bytes"]
 
 
+@pytest.mark.slow
 def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny_gemma3n_llamacpp_dir, project_copy):
     """What happens today with a tiny Gemma-3n, asserted as it is.
 
@@ -138,27 +140,25 @@ def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny
 
 
 @pytest.mark.slow
-def test_gemma3_270m_end_to_end(demo_model_dir, project_copy, capsys):
-    """A trained adapter on the real Gemma 3 270M: merge, f16 and Q4_K_M, all checks pass, figures in the report."""
-    make_run(project_copy / "output", demo_model_dir, "Gemma3ForCausalLM", teach=20)
-    write_eval_file(project_copy / "data")
-    out = project_copy / "output"
-    code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"), "--quant", "Q4_K_M",
-                         "--no-style-report"])
-    console = capsys.readouterr()
-    assert code == 0, console.err
+def test_gemma3_270m_end_to_end(sailor_run):
+    """The real 270M as the shared fine-tune left it (conftest's sailor_run: trained, merged, converted to F16 and
+    Q4_K_M by the chain): all checks pass, the figures are in the report, the merged model reloads strictly."""
+    assert sailor_run.returncode == 0, sailor_run.stderr[-3000:]
+    out = sailor_run.output
     report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
+    assert report["status"] == "passed" and report["run_name"] == "style-acceptance"
     f16, q4 = report["files"]
     assert (f16["type"], q4["type"]) == ("F16", "Q4_K_M") and q4["file"].endswith("finetuned_gemma.gguf")
     assert f16["logits"]["top1_agreement_beyond_near_ties"] >= 0.99 and f16["logits"]["mean_kl"] < 0.01
     for row in (f16, q4):
         assert row["load"] and row["tokenizer"]["ok"] and row["reply"]["ok"]
-        # The adapter learned short friendly answers that end the turn: both files must stop at <end_of_turn>.
+        # The sailor learned short replies that end the turn: both files must stop at <end_of_turn>.
         assert row["reply"]["hf_stopped_at_end_of_turn"] and row["reply"]["stopped_at_end_of_turn"]
         assert row["reply"]["text"].strip()
     assert f16["reply"]["same_tokens_as_hf"] and f16["reply"]["text"] == report["reference"]["hf_reply"]
     assert q4["size_bytes"] < 0.6 * f16["size_bytes"]
-    print(f"\n270M figures: F16 top-1 {f16['logits']['top1_agreement']:.4f} (beyond near ties {f16['logits']['top1_agreement_beyond_near_ties']:.4f}) KL {f16['logits']['mean_kl']:.2e} "
+    print(f"\n270M figures: F16 top-1 {f16['logits']['top1_agreement']:.4f} (beyond near ties "
+          f"{f16['logits']['top1_agreement_beyond_near_ties']:.4f}) KL {f16['logits']['mean_kl']:.2e} "
           f"{f16['size_bytes']} B; Q4_K_M top-1 {q4['logits']['top1_agreement']:.4f} KL {q4['logits']['mean_kl']:.4f} "
           f"{q4['size_bytes']} B; timings {report['timings']}")
     load_strictly(out / "merged")
@@ -235,6 +235,7 @@ def test_eval_file_fallback_and_malformed_lines(tmp_path, capsys):
     assert "Skipped 2 malformed lines" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_without_the_runtime_the_converter_alone_writes_a_q8_0_gguf(tiny_gemma3_dir, project_copy, monkeypatch,
                                                                      capsys):
     """Setup could not install the llama.cpp runtime: the export still writes a Q8_0 GGUF (the converter's own

@@ -212,7 +212,8 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
 # ------------------------------------------------------------------------------------------------ the stages
 
 
-@pytest.mark.parametrize("fixture", list(FAMILIES))
+@pytest.mark.parametrize("fixture", [name if name == "tiny_gemma3_dir" else pytest.param(name, marks=pytest.mark.slow)
+                                     for name in FAMILIES])  # the fast loop runs every stage once, on the tiny Gemma 3
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
     """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), convert (F16 + Q4_K_M and
     their checks through the llama.cpp runtime that prepare_venv installs), then chat --compare and report."""

@@ -29,6 +29,8 @@ from ftg.paths import CONVERTER_SCRIPT
 from hub_layouts import (GEMMA3N_FAITHFUL_HIDDEN as HIDDEN, GEMMA3N_FAITHFUL_LAYERS as N_LAYERS,
                          GEMMA3N_FAITHFUL_SHARED as N_SHARED, condition_gemma3n, faithful_gemma3n_config)
 
+pytestmark = pytest.mark.slow  # a Gemma-3n at llama.cpp's layout, converted and compared (about 45 s)
+
 PER_LAYER_ROWS = 16384
 TEXTS = [
     "The quick brown fox jumps over the lazy dog, and then it sleeps in the warm afternoon sun.",

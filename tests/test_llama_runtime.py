@@ -118,6 +118,9 @@ def test_quantize_with_a_tensor_override(gguf_path, tmp_path):
     target = tmp_path / "q8.gguf"
     rt.quantize(gguf_path, target, "Q8_0", tensor_types={r"ffn_down": "Q6_K"})
     types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(str(target)).tensors}
+    from ftg.gguf_make import tensor_types  # the fast header walk convert's report uses: the same table
+
+    assert tensor_types(target) == types and len(types) > 10
     assert types["blk.0.ffn_down.weight"] == "Q6_K"
     assert types["blk.0.ffn_up.weight"] == "Q8_0"
     assert not target.with_name("q8.gguf.partial").exists()

@@ -72,6 +72,7 @@ def test_merge_matches_the_adapter_reloads_strictly_and_is_idempotent(tiny_gemma
     assert (merged / "merge.json").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_gemma3n_kv_shared_tensors_are_restored(tiny_gemma3n_dir, project_copy, tmp_path):
     """transformers 5.x saves no k_proj/v_proj/k_norm in KV-shared layers (2 and 3 here); llama.cpp needs them."""
     base_keys = set(load_file(tiny_gemma3n_dir / "model.safetensors"))

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path("/tmp/peer_compare")
 """The bench's default work folder: where a LLaMA-Factory venv, if any, was made."""
 
 
+@pytest.mark.slow
 def test_peer_compare_tiny(tmp_path, demo_model_dir):
     work = tmp_path / "work"
     work.mkdir()

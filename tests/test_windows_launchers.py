@@ -29,6 +29,8 @@ MINGW_GCC = shutil.which("x86_64-w64-mingw32-gcc")
 CMD_EXE = Path(os.environ.get("FTG_WINE_CMD", "/opt/ftg-wine-cmd/cmd.exe"))
 TIMEOUT_S = 60  # one launcher run takes about 0.5 s; a run that hangs (a pause waiting for a key) fails at this limit
 
+pytestmark = pytest.mark.slow  # the .bat files under wine's cmd.exe (about 75 s, and wine must be installed)
+
 LAUNCHERS = [
     "download_model", "prepare_dataset", "finetune_gemma", "check_tensorboard_runs",
     "merge_lora", "convert_to_gguf", "convert_only", "chat", "run_demo",
