@@ -50,20 +50,27 @@ def parse_instruction(stream, notes: list[str]) -> Iterator[Message]:
         yield Message(key, "assistant", as_text(record.get("output")))
 
 
-def parse_sharegpt(stream, notes: list[str]) -> Iterator[Message]:
-    """ShareGPT: {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}, as a list or JSON Lines."""
+def _record_turns(stream, notes: list[str], field: str, key_of) -> Iterator[tuple[str, dict | None]]:
+    """(conversation key, turn) for each turn dict under record[field] of a list or JSON Lines file; turn is None
+    for a record without such a list, or a turn that is not a dict (the caller reports it as malformed)."""
     for number, record in enumerate(records(stream, notes)):
-        turns = record.get("conversations") if isinstance(record, dict) else None
-        key = str(record.get("id") or f"#{number}") if isinstance(record, dict) else f"#{number}"
+        turns = record.get(field) if isinstance(record, dict) else None
+        key = key_of(record, number) if isinstance(record, dict) else f"#{number}"
         if not isinstance(turns, list):
-            yield Message(key, "", "", skip="malformed")
+            yield key, None
             continue
         for turn in turns:
-            if not isinstance(turn, dict):
-                yield Message(key, "", "", skip="malformed")
-                continue
-            role = _role_from_name(turn.get("from") or turn.get("role"))
-            yield Message(key, role, as_text(turn.get("value")), skip="" if role else "unknown_role")
+            yield key, turn if isinstance(turn, dict) else None
+
+
+def parse_sharegpt(stream, notes: list[str]) -> Iterator[Message]:
+    """ShareGPT: {"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}, as a list or JSON Lines."""
+    for key, turn in _record_turns(stream, notes, "conversations", lambda r, n: str(r.get("id") or f"#{n}")):
+        if turn is None:
+            yield Message(key, "", "", skip="malformed")
+            continue
+        role = _role_from_name(turn.get("from") or turn.get("role"))
+        yield Message(key, role, as_text(turn.get("value")), skip="" if role else "unknown_role")
 
 
 def _content_text(content) -> tuple[str, bool]:
@@ -85,24 +92,18 @@ def _content_text(content) -> tuple[str, bool]:
 
 def parse_messages(stream, notes: list[str]) -> Iterator[Message]:
     """OpenAI / Hugging Face chat records: {"messages": [{"role", "content": str | [parts]}]}, usually JSON Lines."""
-    for number, record in enumerate(records(stream, notes)):
-        turns = record.get("messages") if isinstance(record, dict) else None
-        key = f"#{number}"
-        if not isinstance(turns, list):
+    for key, turn in _record_turns(stream, notes, "messages", lambda r, n: f"#{n}"):
+        if turn is None:
             yield Message(key, "", "", skip="malformed")
             continue
-        for turn in turns:
-            if not isinstance(turn, dict):
-                yield Message(key, "", "", skip="malformed")
-                continue
-            role = as_text(turn.get("role"))
-            text, had_media = _content_text(turn.get("content"))
-            if role in ("tool", "function", "ipython") or turn.get("tool_calls"):
-                yield Message(key, role, text, skip="tool")
-            elif role not in ("system", "user", "assistant"):
-                yield Message(key, role, text, skip="unknown_role")
-            else:
-                yield Message(key, role, text, skip="media_only" if had_media and not text.strip() else "")
+        role = as_text(turn.get("role"))
+        text, had_media = _content_text(turn.get("content"))
+        if role in ("tool", "function", "ipython") or turn.get("tool_calls"):
+            yield Message(key, role, text, skip="tool")
+        elif role not in ("system", "user", "assistant"):
+            yield Message(key, role, text, skip="unknown_role")
+        else:
+            yield Message(key, role, text, skip="media_only" if had_media and not text.strip() else "")
 
 
 def _chatgpt_message(message: dict, key: str) -> Message:
