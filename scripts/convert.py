@@ -12,12 +12,13 @@ Every GGUF is checked against the merged model: it loads, tokenizes like HF, pre
 unquantized file must agree on >= 99% of positions, or the export fails), and replies through its embedded chat
 template without template tags, stopping at the template's end-of-turn token (<end_of_turn>; <turn|> for Gemma 4).
 
-With convert_to_gguf / convert_only the style report (report.py) follows, as scripts/pipeline.py chains them.
+This script is the convert stage alone. The launchers run it through scripts/pipeline.py, which chains the merge
+before it and the style report (report.py) after it.
 
 Run:
-    convert_to_gguf.bat / ./convert_to_gguf.sh       merge if needed, then convert (a menu asks the quant type)
-    convert_only.bat / ./convert_only.sh             only convert output/merged (python scripts/convert.py --skip-merge)
-    python scripts/convert.py --quant Q5_K_M --extra-quants Q8_0
+    convert_to_gguf.bat / ./convert_to_gguf.sh       merge, convert, report (scripts/pipeline.py export)
+    convert_only.bat / ./convert_only.sh             convert output/merged, report (pipeline.py export --skip-merge)
+    python scripts/convert.py --quant Q5_K_M --extra-quants Q8_0     this stage only
 """
 
 from __future__ import annotations
@@ -245,23 +246,16 @@ def estimate_parameters(cfg, run_name: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: the latest")
-    parser.add_argument("--skip-merge", action="store_true",
-                        help="only convert the existing output/merged (this is what convert_only runs)")
     add_config_arguments(parser, SECTIONS)
     args = parser.parse_args(argv)
 
     def body() -> int:
-        import pipeline  # merge (unless --skip-merge) -> this stage -> the style report -> app hints
-
         cfg = config_from_args(args)
-        check_settings(cfg.export)  # a wrong quant type or precision is said before anything is merged
-        if getattr(args, "export.quant") is None and sys.stdin.isatty():
-            normalize_quants(cfg.export.quant, [])
-            cfg.export.quant = choose_quant(cfg.export.quant, estimate_parameters(cfg, args.run))
+        check_settings(cfg.export)
         print("Settings:\n" + describe(cfg, SECTIONS))
-        main_file = pipeline.export(cfg, args.run, merge=not args.skip_merge)
-        print(f"\nDone: {main_file}\nNext: chat (talk to it), or load it in LM Studio / KoboldCpp / Ollama.")
+        main_file = run(cfg)
+        print(f"\nDone: {main_file}\nNext: report (the style report), chat, or load it in LM Studio / KoboldCpp / "
+              "Ollama.")
         return 0
 
     return run_main(body)

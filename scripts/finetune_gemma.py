@@ -11,8 +11,9 @@ Writes:  output/runs/<run-name>/ (the contract is ftg/runs.py)
            tensorboard/         loss, eval loss, lr, grad norm, tokens/s, GPU memory, sample replies
            loss.png             the loss curves, written at the end
          output/runs/latest_run.txt  the name of the newest run (no symlink: Windows).
-Then, unless --no-auto-export: the export (scripts/pipeline.py: merge_lora, convert and its checks, report) writes
-the merged model and the GGUF files (the export settings apply: --quant Q8_0, --no-style-report, ...).
+The finetune_gemma launchers run this stage through scripts/pipeline.py train, which then, unless
+--no-auto-export, exports (merge_lora, convert and its checks, report): the merged model and the GGUF files (the
+export settings apply: --quant Q8_0, --no-style-report, ...). Run directly, this script only trains.
 
 How it trains is planned by ftg/device_plan.py (method, precision, micro-batch, length, checkpointing) and loaded by
 ftg/models.py (LoRA on the language model only); this file is the Trainer and the small callbacks it lacks.
@@ -21,7 +22,7 @@ Run:
     finetune_gemma.bat / ./finetune_gemma.sh                  resume the last run if data and settings match
     python scripts/finetune_gemma.py --max-steps 200 --learning-rate 1e-4
     python scripts/finetune_gemma.py --resume new             start a new run even if one could be resumed
-    accelerate launch scripts/finetune_gemma.py               several GPUs (DDP), same script, no changes
+    accelerate launch scripts/pipeline.py train             several GPUs (DDP), same script; the main process exports
 
 Ctrl-C finishes the current step, saves a checkpoint and exits; the next run continues from it.
 """
@@ -411,17 +412,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int:
-        from accelerate import PartialState
-
         cfg = config_from_args(args)
         print("Settings:\n" + describe(cfg, SECTIONS))
-        run_dir, trained = train(cfg)
-        if trained and cfg.train.auto_export and PartialState().is_main_process:
-            import pipeline  # the export chain: merge -> convert -> check -> report
-
-            pipeline.export_after_training(cfg, run_dir)
-        elif trained:
-            print("Next: merge_lora (joins the adapter to the base model), then convert_only (writes the GGUF files).")
+        if train(cfg)[1]:
+            print("Next: convert_to_gguf (merges the adapter, then writes and checks the GGUF files).")
         return 0
 
     return run_main(body)

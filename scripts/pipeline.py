@@ -3,12 +3,18 @@
 Each stage is its own script that reads what the one before wrote (ftg/paths.py names the files); this module only
 calls them in order. It is the only one, beside run_demo.py, that runs more than one stage.
 
-    finetune_gemma (its auto-export)   export_after_training: merge -> convert -> report -> app hints
-    convert_to_gguf                    export: merge -> convert -> report -> app hints
-    convert_only                       export(merge=False): convert -> report -> app hints
-    run_demo                           run: train -> merge -> convert -> report -> app hints
+The launchers that chain stages call it, so no stage imports another (or this module):
 
-Run:  python scripts/pipeline.py     train (or resume), then export: what finetune_gemma does with auto_export on
+    finetune_gemma      pipeline.py train               train (or resume); then, with train.auto_export on (the
+                                                         default), merge -> convert -> report -> app hints
+    convert_to_gguf     pipeline.py export              merge -> convert -> report -> app hints
+    convert_only        pipeline.py export --skip-merge convert -> report -> app hints
+    run_demo            run()                           train -> merge -> convert -> report -> app hints
+
+Run:
+    python scripts/pipeline.py train --max-steps 200      what finetune_gemma.bat / .sh runs
+    python scripts/pipeline.py export --quant Q8_0        what convert_to_gguf runs (a menu asks the quant type when
+                                                          --quant is not given and the console is interactive)
 """
 
 from __future__ import annotations
@@ -67,15 +73,47 @@ def run(cfg) -> Path:
     return export_after_training(cfg, run_dir)
 
 
+def train_then_export(cfg) -> None:
+    """finetune_gemma's launcher: train (or resume); then the export when train.auto_export is on and this run
+    trained (under `accelerate launch`, only the main process exports)."""
+    from accelerate import PartialState
+
+    run_dir, trained = finetune_gemma.train(cfg)
+    if trained and cfg.train.auto_export and PartialState().is_main_process:
+        export_after_training(cfg, run_dir)
+    elif trained:
+        print("Next: merge_lora (joins the adapter to the base model), then convert_only (writes the GGUF files).")
+
+
+def export_command(cfg, args) -> None:
+    """convert_to_gguf / convert_only: the export, after the quant menu when --quant is not given at a console."""
+    convert.check_settings(cfg.export)  # a wrong quant type or precision is said before anything is merged
+    if getattr(args, "export.quant") is None and sys.stdin.isatty():
+        cfg.export.quant = convert.choose_quant(cfg.export.quant, convert.estimate_parameters(cfg, args.run))
+    main_file = export(cfg, args.run, merge=not args.skip_merge)
+    print(f"\nDone: {main_file}\nNext: chat (talk to it), or load it in LM Studio / KoboldCpp / Ollama.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser, SECTIONS)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train (or resume), then export when train.auto_export is on")
+    export_parser = commands.add_parser("export", help="merge (unless --skip-merge), convert, check, report")
+    export_parser.add_argument("--run", default="", help="run name under output/runs (or a run folder); default: "
+                               "the latest")
+    export_parser.add_argument("--skip-merge", action="store_true",
+                               help="only convert the existing output/merged (what convert_only runs)")
+    for command in (train_parser, export_parser):
+        add_config_arguments(command, SECTIONS)
     args = parser.parse_args(argv)
 
     def body() -> int:
         cfg = config_from_args(args)
         print("Settings:\n" + describe(cfg, SECTIONS))
-        print(f"\nDone: {run(cfg)}")
+        if args.command == "train":
+            train_then_export(cfg)
+        else:
+            export_command(cfg, args)
         return 0
 
     return run_main(body)

@@ -302,7 +302,8 @@ def style_section(cfg) -> tuple[str, str, dict]:
             [m[-2]["content"] for m in found["train"]])  # the other speaker's line that each reply answers
         figures["style"] = fingerprint
         verdict = fingerprint["verdict"]
-        parts.append(style.style_html(fingerprint, style.habit_chart_png(fingerprint)))
+        # verdict=False: the page itself leads with the verdict (it was printed twice).
+        parts.append(style.style_html(fingerprint, style.habit_chart_png(fingerprint), verdict=False))
     perplexity, summary = perplexity_html(found["perplexity"])
     parts.append(perplexity)
     parts.append(replies_html(conversations[: cfg.chat.report_samples], replies, cfg.chat))

@@ -75,8 +75,8 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM")
     write_eval_file(project_copy / "data")
     out = project_copy / "output"
-    code = convert.main(["--output-dir", str(out), "--data-dir", str(project_copy / "data"),
-                         "--quant", "q8_0", "--extra-quants", "Q4_K_M", "--no-style-report"])
+    code = pipeline.main(["export", "--output-dir", str(out), "--data-dir", str(project_copy / "data"),
+                          "--quant", "q8_0", "--extra-quants", "Q4_K_M", "--no-style-report"])
     console = capsys.readouterr()
     assert code == 0, console.err
 

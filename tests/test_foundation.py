@@ -114,3 +114,32 @@ def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir):
     assert inputs["input_ids"][0].tolist() == ids
     hf_tokens = model.generate(**inputs, max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
     assert hf_tokens == gguf_tokens, (tokenizer.decode(hf_tokens), tokenizer.decode(gguf_tokens))
+
+
+WARNING_PROBE = """
+import warnings
+from peft import LoraConfig, get_peft_model
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+from ftg.errors import run_main
+
+def body():
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                              num_attention_heads=1, num_key_value_heads=1, head_dim=16)
+    model = Gemma3ForCausalLM(config)
+    model.gradient_checkpointing_enable()
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))  # reads model.is_gradient_checkpointing
+    warnings.warn("a warning nobody has seen before", FutureWarning)
+    return 0
+
+raise SystemExit(run_main(body))
+"""
+
+
+def test_known_library_warnings_are_hidden_and_new_ones_still_show():
+    """peft's read of transformers' deprecated is_gradient_checkpointing printed a FutureWarning mid-training
+    (issue 32); run_main hides it by its message, and any other warning still reaches the console."""
+    result = subprocess.run([sys.executable, "-c", WARNING_PROBE], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT / "scripts", env={**os.environ, "PYTHONWARNINGS": ""}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "a warning nobody has seen before" in result.stderr
+    assert "is_gradient_checkpointing" not in result.stderr

@@ -118,6 +118,7 @@ def test_report_shows_every_part_in_one_offline_page(made_report):
     verdict = re.search(r"<p><b>(Your replies average \d+ words, the base model&#x27;s \d+, the tuned model&#x27;s \d+\."
                         r".*?)</b></p>", page)
     assert verdict and page.index(verdict.group(0)) < page.index("<table")
+    assert page.count(verdict.group(1)) == 1, "the verdict is said once, at the top (it was printed twice)"
     figures = json.loads((output_dir / "report.json").read_text(encoding="utf-8"))
     assert figures["summary"] == html.unescape(verdict.group(1)) == figures["style"]["verdict"]
     # Base and tuned are the same file here: the same replies, so the same distance to the person's.

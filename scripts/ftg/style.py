@@ -7,7 +7,7 @@ makes the report's figures of them and shows them.
 Entry points for the report stage:
     style_report(person, base, tuned, person_train=(), base_train=(), others_train=()) -> dict    every figure
     habit_chart_png(report) -> bytes                                             one panel per habit (matplotlib PNG)
-    style_html(report, chart_png=None) -> str                                    a self-contained HTML fragment
+    style_html(report, chart_png=None, verdict=True) -> str                      a self-contained HTML fragment
     style_table(report) -> str                                                   the same figures as plain text
 Plain Python and numpy, plus scikit-learn for the classifier and matplotlib for the chart; no model is needed.
 """
@@ -199,10 +199,11 @@ def _share(value) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def style_html(report: dict, chart_png: bytes | None = None) -> str:
-    """The style section for report.html: the verdict, the per-habit table, the pass-as-yours shares, the typical
-    words and (when given) the chart as a data URI. Self-contained: nothing remote, no script."""
-    parts = [f'<p class="verdict"><b>{_esc(report["verdict"])}</b></p>']
+def style_html(report: dict, chart_png: bytes | None = None, verdict: bool = True) -> str:
+    """The style section: the verdict (unless verdict=False: report.html leads the page with it already), the
+    per-habit table, the pass-as-yours shares, the typical words and (when given) the chart as a data URI.
+    Self-contained: nothing remote, no script."""
+    parts = [f'<p class="verdict"><b>{_esc(report["verdict"])}</b></p>'] if verdict else []
     passes = report["pass_as_yours"]
     if passes:
         parts.append(f"<p>Would it pass as yours? A classifier (character n-grams, logistic regression) trained on "
