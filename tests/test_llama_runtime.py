@@ -113,6 +113,7 @@ def test_missing_and_broken_files_are_one_line_errors(tmp_path):
         rt.open_model(broken)
 
 
+@pytest.mark.slow  # quantizes the 270M GGUF and walks its header twice (~30 s on 2 cores)
 def test_quantize_with_a_tensor_override(gguf_path, tmp_path):
     gguf = pytest.importorskip("gguf")
     target = tmp_path / "q8.gguf"

@@ -104,6 +104,7 @@ def made_report(demo_gguf, demo_model_dir, tmp_path_factory):  # noqa: F811
     return output_dir / "report.html"
 
 
+@pytest.mark.slow  # made_report samples replies from the 270M GGUF twice (~60 s); the fast loop's tiny family test runs report
 def test_report_shows_every_part_in_one_offline_page(made_report):
     output_dir = made_report.parent
     page = (output_dir / "report.html").read_text(encoding="utf-8")
@@ -141,6 +142,7 @@ def test_report_shows_every_part_in_one_offline_page(made_report):
 CHROMIUM = shutil.which("chromium")
 
 
+@pytest.mark.slow  # made_report (see above) and a browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does it)")
 def test_report_opens_in_a_real_browser_offline(made_report, tmp_path):
     """Headless Chromium opens report.html with no network (every host name fails to resolve): the verdict is there,
@@ -195,6 +197,7 @@ def test_report_names_the_missing_inputs_and_their_steps(project_copy):
     assert "llama.cpp could not load" in notes[0] and "Export the GGUF again (convert_to_gguf)" in notes[0]
 
 
+@pytest.mark.slow  # the 270M in transformers and in llama.cpp on the same replies (~18 s)
 def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir):  # noqa: F811
     """The reply-only loss from llama.cpp equals the one transformers computes on the same tokens (Q4_K_M vs fp32:
     within 0.1 nats per token). A prompt/reply split that is off by one token would be far outside."""

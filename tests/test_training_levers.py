@@ -67,7 +67,8 @@ def _train_turn_tokens(model, input_ids, labels):
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "recompute"])
 @pytest.mark.parametrize("head", ["head_trained", "head_frozen", "turn_tokens"])
-@pytest.mark.parametrize("num_items", [None, 23])
+# The fast loop runs every head and loss path once; the num_items=23 half (the Trainer's token count) is slow-marked.
+@pytest.mark.parametrize("num_items", [None, pytest.param(23, marks=pytest.mark.slow)])
 def test_chunked_loss_matches_model_loss_and_gradients(num_items, head, fused):
     input_ids, labels, position_ids = _packed_batch()
     kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
