@@ -30,11 +30,10 @@ def free_port(host: str, wanted: int) -> int:
     """wanted when it is free, else one the system picks (a second Studio, or another program on it)."""
     with socket.socket() as probe:
         try:
-            probe.bind((host, wanted))
-            return wanted
+            probe.bind((host, wanted))  # 0: any free port
         except OSError:
             probe.bind((host, 0))
-            return probe.getsockname()[1]
+        return probe.getsockname()[1]
 
 
 def run(config_file: Path | None, port: int, listen: bool, open_browser: bool) -> str:

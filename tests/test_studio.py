@@ -158,3 +158,31 @@ def test_eta_and_total_steps():
     assert readers.total_steps({"max_steps": 0, "epochs": 3}, [(0, 10, 0.5)]) == 60
     assert readers.total_steps({"max_steps": 8}, []) == 8
 
+
+
+def test_the_chart_and_the_sample_replies_come_from_the_run_files(tmp_path):
+    """A resumed run logs the steps after its checkpoint again: each step is drawn once, with its newest value."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from ftg.runs import RunRecord, mark_latest
+
+    run_dir = tmp_path / "output" / "runs" / "run-1"
+    run_dir.mkdir(parents=True)
+    RunRecord("run-1", "/base", "hash", {"max_steps": 4, "epochs": 1}).save(run_dir)
+    mark_latest(run_dir)
+    first = SummaryWriter(str(run_dir / "tensorboard"))
+    for step, loss in ((1, 3.0), (2, 2.5), (3, 2.4)):
+        first.add_scalar("train/loss", loss, step)
+    first.add_scalar("eval/loss", 2.6, 2)
+    first.add_text("replies/fine_tuned", "Ahoy, матрос!", 2)
+    first.close()
+    time.sleep(1.1)  # a new event file, as the resumed process writes
+    second = SummaryWriter(str(run_dir / "tensorboard"))
+    for step, loss in ((3, 2.2), (4, 2.0)):
+        second.add_scalar("train/loss", loss, step)
+    second.close()
+    shown = readers.training(tmp_path / "output")
+    assert shown["loss"] == [[1, 3.0], [2, 2.5], [3, pytest.approx(2.2)], [4, 2.0]]
+    assert shown["eval_loss"] == [[2, pytest.approx(2.6)]] and shown["step"] == 4 and shown["total"] == 4
+    assert shown["replies"] == [(2, "Ahoy, матрос!")]
+    assert readers.resumable(tmp_path / "output") == "run-1"

@@ -26,6 +26,7 @@ from ftg.studio.i18n import pick_language, translate
 from ftg.studio.jobs import Busy, Jobs
 
 HERE = Path(__file__).parent
+_menu: dict = {}
 STEPS = ("model", "data", "train", "export", "talk")
 QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q3_K_M")
 UPLOAD_FOLDER = "studio-uploads"
@@ -38,7 +39,6 @@ def create_app(token: str, listen: bool = False, config_file: Path | None = None
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     app.state.cfg, app.state.jobs = cfg, Jobs(cfg.paths.output_dir, config_file)
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
-    app.state.menu = None
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.middleware("http")
@@ -81,8 +81,9 @@ def step_context(app: FastAPI, step: str) -> dict:
     elif step == "data":
         context.update(prepared=readers.prepared(cfg.paths.data_dir))
     elif step == "train":
-        context.update(training=readers.training(cfg.paths.output_dir), train=cfg.train,
-                       resumable="" if context["job"]["state"] == "running" else readers.resumable(cfg.paths.output_dir))
+        resumable = "" if context["job"]["state"] == "running" else readers.resumable(cfg.paths.output_dir)
+        context.update(training=readers.training(cfg.paths.output_dir), train=cfg.train, resumable=resumable,
+                       resume_settings=readers.run_settings(cfg.paths.output_dir) if resumable else {})
     elif step == "export":
         context.update(exported=readers.exported(cfg.paths.output_dir), quants=QUANTS, quant=cfg.export.quant)
     elif step == "talk":
@@ -94,14 +95,14 @@ def step_context(app: FastAPI, step: str) -> dict:
 
 def model_menu(app: FastAPI) -> dict:
     """download_model's menu and this card's memory, asked once from the stage itself (download_model --list)."""
-    if app.state.menu is None:
+    if not _menu:  # the same for every project folder on this computer: asked once per server (~3 s: torch)
         done = subprocess.run([sys.executable, str(PROJECT_ROOT / "scripts" / "download_model.py"), "--list"],
                               capture_output=True, text=True, encoding="utf-8", cwd=PROJECT_ROOT)
         try:
-            app.state.menu = json.loads(done.stdout)
+            _menu.update(json.loads(done.stdout))
         except ValueError:
-            app.state.menu = {"vram_gib": 0, "default": "", "choices": []}
-    return app.state.menu
+            return {"vram_gib": 0, "default": "", "choices": []}
+    return _menu
 
 
 def start(request: Request, step: str, script: str, args: list[str], secret_env: dict | None = None) -> HTMLResponse:

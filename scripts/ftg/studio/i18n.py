@@ -24,6 +24,7 @@ TEXT = {
     "download": ("Download", "Скачать"), "demo": ("Use the offline demo model (Gemma 3 270M)",
                                                    "Взять офлайн-демомодель (Gemma 3 270M)"),
     "upload": ("Upload a chat export (a file or a .zip)", "Загрузите выгрузку чатов (файл или .zip)"),
+    "send_file": ("Upload", "Загрузить"),
     "or_folder": ("…or use a folder on this computer", "…или папку на этом компьютере"),
     "prepare": ("Read the chats", "Прочитать чаты"), "formats": ("Formats found", "Найденные форматы"),
     "accounting": ("{read} messages read, {used} used, {skipped} skipped; {train} training and {eval} held-out "
@@ -47,6 +48,8 @@ TEXT = {
     "run": ("Run", "Запуск"), "step": ("Step", "Шаг"), "tokens_s": ("tokens/s", "токенов/с"), "eta": ("ETA", "Осталось"),
     "best": ("Best eval loss", "Лучшая ошибка на проверке"), "status": ("Status", "Состояние"),
     "loss": ("train loss", "ошибка (обучение)"), "eval_loss": ("eval loss", "ошибка (проверка)"),
+    "sample_replies": ("Sample replies at step {step} (0: the base model)",
+                       "Примеры ответов на шаге {step} (0 — базовая модель)"),
     "no_run": ("No training run yet.", "Обучения ещё не было."),
     "export": ("Merge and convert to GGUF", "Объединить и сделать GGUF"),
     "quant": ("Quantization", "Квантование"),

@@ -93,15 +93,25 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[float, int, float]]]:
     folder = Path(run_dir) / TENSORBOARD_DIR
     if not folder.exists():
         return {}
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     found = {}
+    for tag in events.Tags()["tensors"]:  # the sample replies (SummaryWriter.add_text): markdown, newest last
+        if tag.startswith("replies/"):  # stored as replies/<name>/text_summary
+            found[tag.removesuffix("/text_summary")] = [(e.wall_time, e.step, text_of(e.tensor_proto)) for e in events.Tensors(tag)]
     for tag in events.Tags()["scalars"]:
         # A resumed run logs the steps after its checkpoint again (in a new event file): the later value wins, so a
         # step is never drawn twice.
         by_step = {e.step: (e.wall_time, e.step, e.value) for e in sorted(events.Scalars(tag), key=lambda e: e.wall_time)}
         found[tag] = sorted(by_step.values(), key=lambda point: point[1])
     return found
+
+
+def text_of(tensor_proto) -> str:
+    from tensorboard.util.tensor_util import make_ndarray
+
+    value = make_ndarray(tensor_proto).reshape(-1)
+    return value[0].decode("utf-8", errors="replace") if len(value) else ""
 
 
 def training(output_dir: Path) -> dict:
@@ -115,10 +125,11 @@ def training(output_dir: Path) -> dict:
     step = max([s for _, s, _ in loss + eval_loss], default=0)
     total = total_steps(record.settings, found.get("train/epoch", []))
     speed = found.get("train/tokens_per_second", [])
+    replies = [(step, text) for tag in ("replies/base_model", "replies/fine_tuned") for _, step, text in found.get(tag, [])]
     return {"run": run_dir.name, "folder": str(run_dir), "status": record.status, "step": step, "total": total,
             "best_step": record.best_step, "best_eval_loss": record.best_eval_loss,
             "tokens_per_second": speed[-1][2] if speed else None, "eta_seconds": eta(loss, step, total),
-            "loss": [[s, v] for _, s, v in loss], "eval_loss": [[s, v] for _, s, v in eval_loss]}
+            "replies": sorted(replies)[-2:], "loss": [[s, v] for _, s, v in loss], "eval_loss": [[s, v] for _, s, v in eval_loss]}
 
 
 def total_steps(settings: dict, epochs_logged: list[tuple[float, int, float]]) -> int | None:
@@ -146,6 +157,12 @@ def resumable(output_dir: Path) -> str:
     if run_dir is None or not (run_dir / RUN_FILE).exists():
         return ""
     return run_dir.name if read_run(run_dir).status != "finished" else ""
+
+
+def run_settings(output_dir: Path) -> dict:
+    """The latest run's train settings (run.json): a resume must ask for the same run, not config.yaml's."""
+    run_dir = latest_run(output_dir)
+    return read_run(run_dir).settings if run_dir else {}
 
 
 def exported(output_dir: Path) -> dict:
