@@ -97,8 +97,9 @@ def wait_done(page, step: str, timeout_s: float) -> None:
 
 @pytest.mark.slow
 def test_the_whole_path_in_a_real_browser(tmp_path, demo_model_dir):
-    """Slow (about 4-6 minutes on 2 cores): a real 270M fine-tune of a few steps, a resume, a GGUF export with its
-    checks and report, and two streamed replies, all driven through the page as a user would."""
+    """Slow (6.5 min measured on 2 shared cores, 9.3 min when other jobs held them): a real 270M fine-tune of a
+    few steps, a resume, a GGUF export with its checks and report, and two streamed replies, all driven through the
+    page as a user would."""
     port_config = tmp_path / "config.yaml"
     port_config.write_text(CONFIG.format(root=tmp_path.as_posix()), encoding="utf-8")
     sample = tmp_path / "sample export.zip"
