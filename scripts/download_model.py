@@ -17,6 +17,7 @@ or written anywhere by this script.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -85,6 +86,14 @@ SMALL_CARD_CHOICES = ("gemma-3-270m-it", "gemma-3-1b-it", "gemma-3-4b-it")
 
 def choice_named(key: str) -> Choice:
     return next(c for c in CHOICES if c.key == key)
+
+
+def menu_json() -> str:
+    """The menu, this card's memory and the default choice, for Studio's model step (it runs this stage, as the
+    launcher does, instead of importing it)."""
+    vram = detect_vram_gib()
+    return json.dumps({"vram_gib": round(vram, 1), "default": default_choice(vram).key,
+                       "choices": [dataclasses.asdict(c) for c in CHOICES]})
 
 
 def default_choice(vram_gib: float) -> Choice:
@@ -270,8 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--choice", help="model key from the menu, e.g. gemma-3n-E2B-it (skips the menu)")
     parser.add_argument("--demo", action="store_true", help="build the offline Gemma 3 270M demo model")
     parser.add_argument("--local", type=Path, help="register a model folder you already have")
+    parser.add_argument("--list", action="store_true", help="print the menu and this GPU's memory as JSON (Studio)")
     add_config_arguments(parser, ["paths"])
     args = parser.parse_args(argv)
+    if args.list:
+        print(menu_json())
+        return 0
     return run_main(lambda: run(config_from_args(args), args.choice, args.demo, args.local) and 0)
 
 
