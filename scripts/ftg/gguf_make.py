@@ -138,7 +138,11 @@ def ensure_tokenizer_model(model_dir: Path) -> None:
     if (config.get("model_type") not in SENTENCEPIECE_FAMILIES or (model_dir / TOKENIZER_MODEL).exists()
             or not (model_dir / "tokenizer.json").exists()):
         return
-    pieces, scores, types = tokenizer_json_vocabulary(model_dir)
+    try:
+        pieces, scores, types = tokenizer_json_vocabulary(model_dir)
+    except ValueError as exc:  # not Gemma's kind of vocabulary: convert as it is, the decode check will judge it
+        print(f"  No tokenizer.model written: {exc}.")
+        return
     write_tokenizer_model(model_dir / TOKENIZER_MODEL, pieces, scores, types)
     config_path = model_dir / "tokenizer_config.json"
     tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
