@@ -62,10 +62,9 @@ def build_base() -> Path:
     import torch
     from hub_layouts import condition_gemma3n, faithful_gemma3n_config, gemma3n_multimodal
 
-    from download_model import build_demo_model
-    from ftg.models import CACHE_DIR
+    from download_model import build_demo_model, demo_cache_dir
 
-    tokenizer_dir = build_demo_model(CACHE_DIR / "gemma-3-270m")
+    tokenizer_dir = build_demo_model(demo_cache_dir())
     return gemma3n_multimodal(tokenizer_dir, faithful_gemma3n_config(), name=BASE_NAME, dtype=torch.bfloat16,
                               condition=condition_gemma3n)
 

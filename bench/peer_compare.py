@@ -301,13 +301,12 @@ def tiny_model(work: Path) -> Path:
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
     sys.path.insert(0, str(ROOT / "scripts"))
-    from download_model import build_demo_model
-    from ftg.models import CACHE_DIR
+    from download_model import build_demo_model, demo_cache_dir
 
     folder = work / "tiny-gemma3"
     if (folder / "config.json").exists():
         return folder
-    demo = build_demo_model(CACHE_DIR / "gemma-3-270m")
+    demo = build_demo_model(demo_cache_dir())
     config = Gemma3TextConfig(
         vocab_size=262144, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=1, head_dim=32, layer_types=["sliding_attention", "full_attention"], sliding_window=64,

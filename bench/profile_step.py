@@ -34,7 +34,8 @@ from finetune_gemma import SampleReplies, build_trainer  # noqa: E402
 from ftg.chunked_loss import enable_chunked_loss  # noqa: E402
 from ftg.config import TrainConfig  # noqa: E402
 from ftg.device_plan import detect_device, plan_device  # noqa: E402
-from ftg.models import CACHE_DIR, load_model_for_training  # noqa: E402
+from download_model import demo_cache_dir  # noqa: E402
+from ftg.models import load_model_for_training  # noqa: E402
 from ftg.training_data import build_dataset, prompt_and_reference  # noqa: E402
 
 VOCAB_OPS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::linear")
@@ -130,7 +131,7 @@ def run(args) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=CACHE_DIR / "gemma-3-270m")
+    parser.add_argument("--model", type=Path, default=demo_cache_dir())
     parser.add_argument("--label", default="gemma-3-270m")
     parser.add_argument("--data", type=Path, default=Path("/tmp/peer_compare/data"),
                         help="a prepare_conversation_data output folder (train + eval jsonl)")

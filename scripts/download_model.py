@@ -32,6 +32,7 @@ from ftg.errors import UserError, run_main
 from ftg.files import check_free_space, replace_dir
 from ftg.models import CACHE_DIR, select_model
 from ftg.paths import DEMO_MODEL_DIR
+from ftg.tokenizer_model import TOKENIZER_MODEL, added_tokens_decoder, gguf_vocabulary, write_tokenizer_model
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,14 @@ CHOICES = [
 ]
 
 DEMO_DONE_MARKER = "demo_model.json"
-"""Written last into the demo folder; its presence means the folder is complete."""
+"""Written last into the demo folder; its presence, with DEMO_VERSION in it, means the folder is complete."""
+DEMO_VERSION = 2
+"""Bump when the demo folder's files change, so old copies (the cache, models/gemma-3-270m) are rebuilt.
+2: tokenizer.model and the Hub's tokenizer_config.json fields, as google/gemma-3-270m ships them."""
+HUB_TOKENIZER_FIELDS = {"add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+                        "spaces_between_special_tokens": False, "use_default_system_prompt": False}
+"""The fields of google/gemma-3-*'s tokenizer_config.json that transformers 5 does not write itself and that need no
+token outside the bundled GGUF's 262,144 (the Hub's <image_soft_token> is id 262144, one past them)."""
 
 # Only what a text fine-tune needs; skips duplicate weight formats (GGUF, .bin, original checkpoints).
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
@@ -204,11 +212,11 @@ def build_demo_model(target: Path) -> Path:
     The GGUF's Q4_K_M weights are dequantized to float32 by transformers. The result is built once into
     CACHE_DIR and copied from there, so a second call (or a second clone) is instant.
     """
-    if (target / DEMO_DONE_MARKER).exists():
+    if demo_is_current(target):
         print(f"Demo model already built: {target}")
         return target
-    cached = CACHE_DIR / DEMO_MODEL_DIR
-    if not (cached / DEMO_DONE_MARKER).exists():
+    cached = demo_cache_dir()
+    if not demo_is_current(cached):
         _build_demo_into(cached)
     if target.resolve() != cached.resolve():
         partial = target.with_name(target.name + ".partial")
@@ -217,6 +225,19 @@ def build_demo_model(target: Path) -> Path:
         replace_dir(partial, target)
     print(f"Demo model ready: {target}")
     return target
+
+
+def demo_cache_dir() -> Path:
+    """Where the demo folder is built once per machine (the version in its name keeps older builds apart)."""
+    return CACHE_DIR / f"{DEMO_MODEL_DIR}-v{DEMO_VERSION}"
+
+
+def demo_is_current(folder: Path) -> bool:
+    marker = folder / DEMO_DONE_MARKER
+    try:
+        return json.loads(marker.read_text(encoding="utf-8")).get("version") == DEMO_VERSION
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def demo_gguf_path() -> Path:
@@ -246,10 +267,23 @@ def _build_demo_into(folder: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
+    write_hub_tokenizer_files(partial, gguf)
     (partial / DEMO_DONE_MARKER).write_text(
-        json.dumps({"source": gguf.name, "dtype": "float32"}, indent=2), encoding="utf-8"
+        json.dumps({"source": gguf.name, "dtype": "float32", "version": DEMO_VERSION}, indent=2), encoding="utf-8"
     )
     replace_dir(partial, folder)
+
+
+def write_hub_tokenizer_files(folder: Path, gguf: Path) -> None:
+    """Make the saved tokenizer what the Hub ships: tokenizer.model, the SentencePiece model the GGUF's vocabulary
+    came from (llama.cpp's converter needs it to keep byte tokens as bytes), HUB_TOKENIZER_FIELDS and the
+    added_tokens_decoder the converter reads the control and whitespace tokens from (transformers 5 writes neither)."""
+    pieces, scores, types = gguf_vocabulary(gguf)
+    write_tokenizer_model(folder / TOKENIZER_MODEL, pieces, scores, types)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(HUB_TOKENIZER_FIELDS, added_tokens_decoder=added_tokens_decoder(pieces, types))
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | None = None) -> Path:

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from download_model import build_demo_model
+from download_model import build_demo_model, demo_cache_dir
 from ftg.config import PROJECT_ROOT
 from ftg.models import CACHE_DIR
 
-TINY_VERSION = 2
-"""Bump when the tiny configs change, so cached folders are rebuilt."""
+TINY_VERSION = 3
+"""Bump when the tiny configs or their tokenizer files change, so cached folders are rebuilt (3: tokenizer.model)."""
 
 
 def gpu_available() -> bool:
@@ -34,8 +34,9 @@ requires_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU"
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
-    """The real Gemma 3 270M as a float32 safetensors folder with Gemma's chat template (built once, ~80 s)."""
-    return build_demo_model(CACHE_DIR / "gemma-3-270m")
+    """The real Gemma 3 270M as a float32 safetensors folder with Gemma's chat template and the Hub's tokenizer files
+    (tokenizer.model beside tokenizer.json; built once, ~100 s)."""
+    return build_demo_model(demo_cache_dir())
 
 
 def tiny_gemma3_config():
@@ -89,7 +90,8 @@ def tiny_gemma3n_config():
 def build_tiny_model(name: str, config, model_class_name: str, tokenizer_dir: Path, dtype=torch.float32) -> Path:
     """Save a random model of `config` with the real Gemma tokenizer under CACHE_DIR/name (built once)."""
     import transformers
-    from transformers import AutoTokenizer
+
+    from hub_layouts import save_hub_tokenizer
 
     folder = CACHE_DIR / name
     if (folder / "done.json").exists():
@@ -102,7 +104,7 @@ def build_tiny_model(name: str, config, model_class_name: str, tokenizer_dir: Pa
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
+    save_hub_tokenizer(tokenizer_dir, partial)
     (partial / "done.json").write_text(json.dumps({"class": model_class_name}), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)

@@ -4,7 +4,8 @@ Each folder copies its real checkpoint's structure, not its size:
 - config.json with the same nesting (text_config / vision_config / audio_config) and architectures entry;
 - tensors under the real names (model.language_model.*, model.vision_tower.*, model.audio_tower.*, model.embed_*);
 - generation_config.json stopping on <eos> and the end-of-turn token, as the -it checkpoints do;
-- the tokenizer files with the model's own chat template, and preprocessor_config.json / processor_config.json.
+- the tokenizer files with the model's own chat template (Gemma 3 / 3n: tokenizer.model beside tokenizer.json and
+  the Hub's tokenizer_config.json fields, as google/gemma-3-* and gemma-3n-* ship them), and preprocessor_config.json / processor_config.json.
 
 Gemma 3 multimodal (google/gemma-3-4b-it): Gemma3ForConditionalGeneration with a 1-layer SigLIP tower.
 Gemma-3n (google/gemma-3n-E2B-it): Gemma3nForConditionalGeneration. Its vision tower is a timm MobileNetV5, and
@@ -36,8 +37,8 @@ import torch
 
 from ftg.models import CACHE_DIR
 
-LAYOUT_VERSION = 2
-"""Bump when a layout below changes, so cached folders are rebuilt."""
+LAYOUT_VERSION = 3
+"""Bump when a layout below changes, so cached folders are rebuilt (3: Gemma 3 / 3n carry tokenizer.model)."""
 
 GEMMA4_TOKEN_IDS = {
     "<|tool>": 46, "<tool|>": 47, "<|tool_call>": 48, "<tool_call|>": 49, "<|tool_response>": 50,
@@ -91,6 +92,22 @@ def _start(name: str) -> tuple[Path, Path | None]:
     return folder, partial
 
 
+def save_hub_tokenizer(tokenizer_dir: Path, target: Path) -> None:
+    """The demo's Gemma 3 tokenizer in the Hub's shape: what transformers saves (tokenizer.json, tokenizer_config.json,
+    chat_template.jinja), plus tokenizer.model and the Hub's tokenizer_config.json fields, which it drops."""
+    from transformers import AutoTokenizer
+
+    from download_model import HUB_TOKENIZER_FIELDS
+    from ftg.tokenizer_model import TOKENIZER_MODEL
+
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(target)
+    shutil.copy2(Path(tokenizer_dir) / TOKENIZER_MODEL, Path(target) / TOKENIZER_MODEL)
+    config_path = Path(target) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config.update(HUB_TOKENIZER_FIELDS)
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
 def _stop_tokens(model, end_of_turn_id: int) -> None:
     model.generation_config.eos_token_id = [1, end_of_turn_id]
     model.generation_config.pad_token_id = 0
@@ -99,7 +116,7 @@ def _stop_tokens(model, end_of_turn_id: int) -> None:
 
 def gemma3_multimodal(tokenizer_dir: Path, text_config) -> Path:
     """Gemma3ForConditionalGeneration: the tiny Gemma 3 text model + a 1-layer SigLIP tower (28 px, 14 px patches)."""
-    from transformers import (AutoTokenizer, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil,
+    from transformers import (Gemma3Config, Gemma3ForConditionalGeneration, Gemma3ImageProcessorPil,
                               SiglipVisionConfig)
 
     folder, partial = _start("hub-gemma3-mm")
@@ -114,7 +131,7 @@ def gemma3_multimodal(tokenizer_dir: Path, text_config) -> Path:
     model = Gemma3ForConditionalGeneration(config).to(torch.float32)
     _stop_tokens(model, 106)
     model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
+    save_hub_tokenizer(tokenizer_dir, partial)
     Gemma3ImageProcessorPil(size={"height": 28, "width": 28}).save_pretrained(partial)  # preprocessor_config.json
     (partial / "processor_config.json").write_text(
         json.dumps({"processor_class": "Gemma3Processor", "image_seq_length": 4}), encoding="utf-8")
@@ -176,7 +193,7 @@ def gemma3n_multimodal(tokenizer_dir: Path, text_config, name: str = "hub-gemma3
     name: the cache folder's name; dtype: of the saved tensors (Google's files are bf16); condition: called on the
     random Gemma3nForCausalLM before it is saved (condition_gemma3n for a GGUF round trip)."""
     from safetensors.torch import save_file
-    from transformers import (AutoTokenizer, Gemma3nAudioConfig, Gemma3nConfig, Gemma3nForCausalLM,
+    from transformers import (Gemma3nAudioConfig, Gemma3nConfig, Gemma3nForCausalLM,
                               Gemma3nVisionConfig)
     from transformers.models.gemma3n.modeling_gemma3n import Gemma3nAudioEncoder, Gemma3nMultimodalEmbedder
 
@@ -214,7 +231,7 @@ def gemma3n_multimodal(tokenizer_dir: Path, text_config, name: str = "hub-gemma3
     language.generation_config.eos_token_id = [1, 106]
     language.generation_config.pad_token_id = 0
     language.generation_config.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(partial)
+    save_hub_tokenizer(tokenizer_dir, partial)
     (partial / "preprocessor_config.json").write_text(json.dumps({
         "feature_extractor_type": "Gemma3nAudioFeatureExtractor", "feature_size": 16, "sampling_rate": 16000,
         "image_processor_type": "SiglipImageProcessorFast", "size": {"height": 768, "width": 768},

@@ -1,7 +1,7 @@
 """scripts/chat.py, driven with scripted input on the real Gemma 3 270M converted to GGUF.
 
 The demo folder is converted once by ftg.gguf_make.ensure_base_gguf (the same code --compare uses) into
-~/.cache/finetune-gemma/demo-gguf; its base_model.json records the folder's fingerprint, so a later session reuses it.
+~/.cache/finetune-gemma/demo-gguf-v<DEMO_VERSION>; its base_model.json records the folder's fingerprint, so a later session reuses it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from download_model import DEMO_VERSION
 from ftg.config import PROJECT_ROOT, load_config
 from ftg.gguf_make import convert_hf_to_gguf, count_parameters, ensure_base_gguf
 from ftg.gguf_run import fit_to_context, generate_reply, open_gguf, prompt_tokens, render_prompt
@@ -29,7 +30,8 @@ GREEDY = ["--temperature", "0", "--max-tokens", "8"]
 @pytest.fixture(scope="session")
 def demo_gguf(demo_model_dir) -> Path:
     """The demo model as a Q4_K_M GGUF with Gemma's chat template embedded (converted once, ~25 s)."""
-    cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / "demo-gguf"},
+    # The demo's version in the name: each demo folder gets its own GGUF instead of converting over another's.
+    cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / f"demo-gguf-v{DEMO_VERSION}"},
                                  "model": {"model": str(demo_model_dir)}})
     return ensure_base_gguf(cfg, demo_model_dir)
 

@@ -67,7 +67,7 @@ def tiny_gemma3n_llamacpp_dir(demo_model_dir):
         num_attention_heads=2, num_key_value_heads=1, head_dim=32, laurel_rank=64, sliding_window=64,
         max_position_embeddings=2048, pad_token_id=0, bos_token_id=2, eos_token_id=1, dtype="bfloat16",
     )
-    return build_tiny_model("tiny-gemma3n-llamacpp-v1", config, "Gemma3nForCausalLM", demo_model_dir, torch.bfloat16)
+    return build_tiny_model("tiny-gemma3n-llamacpp-v2", config, "Gemma3nForCausalLM", demo_model_dir, torch.bfloat16)
 
 
 @pytest.mark.slow
@@ -93,6 +93,7 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     assert rows["F16"]["logits"]["mean_kl"] < 1e-3
     for row in rows.values():
         assert row["load"] and row["tokenizer"]["ok"] and row["tokenizer"]["texts"] == 8
+        assert row["decode"]["ok"] and row["decode"]["texts"] == 12  # DECODE_TEXTS and the 2 eval replies
         assert row["reply"]["template_embedded"] and row["reply"]["prompt_matches_hf"]
         assert row["reply"]["end_of_turn_is_stop_token"] and row["reply"]["tags_found"] == []
         assert 0.0 <= row["logits"]["top1_agreement"] <= 1.0 and row["logits"]["mean_kl"] >= -1e-9
@@ -133,7 +134,7 @@ def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny
     assert merged["restored_tensors"] == [f"model.layers.1.self_attn.{n}.weight" for n in ("k_norm", "k_proj", "v_proj")]
     report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
     (row,) = report["files"]
-    assert report["status"] == "failed" and row["load"] and row["tokenizer"]["ok"]
+    assert report["status"] == "failed" and row["load"] and row["tokenizer"]["ok"] and row["decode"]["ok"]
     assert any("K/V in exactly the first 20 layers" in p for p in report["gemma3n_layout_problems"])
     assert row["logits"]["top1_agreement"] < 0.99
     assert not (out / "finetuned_gemma.gguf").exists()
@@ -151,7 +152,7 @@ def test_gemma3_270m_end_to_end(sailor_run):
     assert (f16["type"], q4["type"]) == ("F16", "Q4_K_M") and q4["file"].endswith("finetuned_gemma.gguf")
     assert f16["logits"]["top1_agreement_beyond_near_ties"] >= 0.99 and f16["logits"]["mean_kl"] < 0.01
     for row in (f16, q4):
-        assert row["load"] and row["tokenizer"]["ok"] and row["reply"]["ok"]
+        assert row["load"] and row["tokenizer"]["ok"] and row["reply"]["ok"] and row["decode"]["ok"]
         # The sailor learned short replies that end the turn: both files must stop at <end_of_turn>.
         assert row["reply"]["hf_stopped_at_end_of_turn"] and row["reply"]["stopped_at_end_of_turn"]
         assert row["reply"]["text"].strip()

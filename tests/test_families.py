@@ -216,7 +216,8 @@ def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture
                                      for name in FAMILIES])  # the fast loop runs every stage once, on the tiny Gemma 3
 def test_every_family_goes_through_the_stages(fixture, request, project_copy, capsys):
     """download_model --local, prepare_dataset, finetune_gemma, merge_lora (text-only), convert (F16 + Q4_K_M and
-    their checks through the llama.cpp runtime that prepare_venv installs), then chat --compare and report."""
+    their checks through the llama.cpp runtime that prepare_venv installs, decoded text included), then chat
+    --compare and report."""
     import download_model
     import finetune_gemma
     import merge_lora
@@ -273,6 +274,10 @@ def test_every_family_goes_through_the_stages(fixture, request, project_copy, ca
         failed = str(exc)
     report = json.loads((root / "output" / "gguf_report.json").read_text(encoding="utf-8"))
     print(fixture, json.dumps([{k: row.get(k) for k in ("type", "logits", "problems")} for row in report["files"]]))
+    # Decoded text equals HF's on every checked file (emoji, odd spaces, the user's replies; ftg.gguf_check), and the
+    # SentencePiece families got the tokenizer.model that keeps llama.cpp's byte tokens bytes.
+    assert report["files"] and all(row["decode"]["ok"] for row in report["files"]), report["files"][0].get("decode")
+    assert (merged / "tokenizer.model").exists() == (not architecture.startswith("Gemma4"))
     if fixture == "hub_gemma3n_mm_dir":  # tiny 3n departs from the layout llama.cpp hard-codes: fails, as designed
         assert failed and report["status"] == "failed"
         import chat

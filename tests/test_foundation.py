@@ -94,6 +94,7 @@ def test_demo_model_second_build_is_instant(demo_model_dir, tmp_path):
     build_demo_model(target)
     assert (target / "model.safetensors").stat().st_size == (demo_model_dir / "model.safetensors").stat().st_size
     assert "start_of_turn" in (target / "chat_template.jinja").read_text(encoding="utf-8")
+    assert (target / "tokenizer.model").exists()  # the Hub's tokenizer files, for llama.cpp's SentencePiece path
 
 
 def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir):

@@ -1,9 +1,11 @@
 """Checking a GGUF file against the merged Hugging Face model it was made from.
 
-Four checks, each run through the llama.cpp runtime (ftg.gguf_run) as LM Studio / Ollama / KoboldCpp load the file:
+Five checks, each run through the llama.cpp runtime (ftg.gguf_run) as LM Studio / Ollama / KoboldCpp load the file:
 - load:      llama.cpp opens the file;
 - tokenizer: llama.cpp splits a fixed English / Russian / emoji / code text set, and a chat rendered by Gemma's
              template, into exactly the token ids of the HF tokenizer;
+- decode:    llama.cpp turns HF's token ids of DECODE_TEXTS and of the user's own replies back into exactly HF's text
+             (a GGUF whose byte tokens are not typed BYTE prints "<0xF0><0x9F>..." for a rare emoji);
 - logits:    on held-out eval conversations, the share of positions where both pick the same next token (top-1
              agreement) and the mean KL divergence KL(HF || GGUF) of the next-token distributions, in nats;
 - reply:     one greedy reply through the chat template embedded in the GGUF: the prompt must equal HF's, the reply
@@ -16,7 +18,7 @@ The HF side is computed once (`build_reference`) and then compared with every GG
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,23 @@ TOKENIZER_TEXTS = [
     "Mixed: Hello мир 世界 مرحبا नमस्ते 12345678901234567890",
 ]
 """Fixed multilingual texts for the tokenizer check."""
+
+DECODE_TEXTS = [
+    "Rare emoji: 🦡 🫩 🥲 🩵 🗿 🪿 🧌",
+    "ZWJ: 👩‍❤️‍💋‍👨 👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏽‍💻 ❤️‍🔥 👍🏽",
+    "Кириллица: Съешь же ещё этих мягких французских булок. Ёжик, щётка, «ёлка».",
+    "CJK: 日本語のテキスト、中文字符和标点。한국어 문장도 조금.",
+    "Accents: café naïve façade Ærøskøbing Łódź Şişli Žluťoučký kůň ångström",
+    "Ligatures: ǅ ǈ ǋ ﬁ ﬂ ﬀ ﬃ ﬆ",
+    "Spaces: a\u00a0b\u2009c\u202fd\u2007e\u3000f",
+    "   three spaces,\n\n\nthree newlines,      six spaces \n \n",
+    "\ttab\t\tdouble tab\t\t\tend\t",
+    "Rare bytes: \x01\x02\x1b\x7f \u200b\u200d\ufeff \u0301 \U0001d11e \U0010fffd",
+]
+"""Texts whose HF token ids llama.cpp must decode back to HF's text: rare emoji fall back to byte tokens, and a
+ligature or a non-breaking / thin space is a single piece HF prints as it is."""
+DECODE_REPLIES = 4
+"""How many assistant replies of the held-out conversations join DECODE_TEXTS (the user's own words)."""
 
 FALLBACK_CONVERSATIONS = [
     [{"role": "user", "content": "Hi! How was your weekend?"},
@@ -97,6 +116,8 @@ class Reference:
     source: str
     dtype: str
     hf_reply: str
+    decoded: list[tuple[list[int], str]] = field(default_factory=list)
+    """(HF token ids, HF's decoded text) of DECODE_TEXTS and the user's replies, for the decode check."""
 
     def summary(self) -> dict:
         """The reference's part of gguf_report.json."""
@@ -180,15 +201,51 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
         dtype=str(dtype).replace("torch.", ""),
         hf_reply=tokenizer.decode(out[:-1] if stop is not None else out),
     )
+    reference.decoded = decode_reference(tokenizer, accepted)
     del model
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return reference
 
 
-# long: the four checks of the module docstring, in order; the GGUF is opened once for the logits, once for the reply
+def decode_reference(tokenizer, conversations: list[list[dict]]) -> list[tuple[list[int], str]]:
+    """HF's token ids and decoded text of DECODE_TEXTS and of the first DECODE_REPLIES assistant replies."""
+    replies = [m["content"] for messages in conversations for m in messages
+               if m["role"] == "assistant" and isinstance(m.get("content"), str)][:DECODE_REPLIES]
+    cases = []
+    for text in DECODE_TEXTS + replies:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cases.append((ids, tokenizer.decode(ids)))
+    return cases
+
+
+def check_decoding(model, decoded: list[tuple[list[int], str]]) -> dict:
+    """The decode check: llama.cpp's text of each of HF's id lists (Reference.decoded) equals HF's text; the first
+    difference is kept (repr of both sides) for the report."""
+    mismatched, first = 0, None
+    for ids, hf_text in decoded:
+        gguf_text = model.detokenize(ids, special=True)
+        if gguf_text != hf_text:
+            mismatched += 1
+            first = first or {"hf": repr(hf_text), "gguf": repr(gguf_text)}
+    return {"texts": len(decoded), "mismatched_texts": mismatched, "first_mismatch": first,
+            "ok": mismatched == 0}
+
+
+def decoding_problems(result: dict) -> list[str]:
+    """The decode check's failure in words (empty when it passed or did not run)."""
+    decode = result.get("decode")
+    if not decode or decode["ok"]:
+        return []
+    first = decode["first_mismatch"]
+    return [f"decoded text differs from HF on {decode['mismatched_texts']} of {decode['texts']} texts; first: HF "
+            f"{first['hf']}, GGUF {first['gguf']} (byte tokens not typed BYTE? the model folder needs "
+            "tokenizer.model)"]
+
+
+# long: the checks of the module docstring, in order; the GGUF is opened once for the logits, once for the reply
 def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
-    """Run the four checks on one GGUF; returns the figures (see the module docstring)."""
+    """Run the checks on one GGUF; returns the figures (see the module docstring)."""
     from ftg.gguf_run import log_softmax, open_gguf, render_prompt
     from ftg.llama_runtime import open_model
 
@@ -206,6 +263,7 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
         chat_ok = model.tokenize(ref.chat_text) == ref.chat_tokens
         result["tokenizer"] = {"texts": len(TOKENIZER_TEXTS), "mismatched_texts": mismatched,
                                "chat_with_special_tokens": chat_ok, "ok": not mismatched and chat_ok}
+        result["decode"] = check_decoding(model, ref.decoded)
         agree = agree_beyond_ties = positions = 0
         kl_sum = 0.0
         for ids, hf_log_probs in zip(ref.sequences, ref.log_probs):
@@ -252,13 +310,14 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
 
 
 def problems(result: dict, min_top1: float) -> list[str]:
-    """What failed, in words; empty when all four checks pass (min_top1 = 0 skips the agreement threshold)."""
+    """What failed, in words; empty when every check passes (min_top1 = 0 skips the agreement threshold)."""
     if not result.get("load"):
         return [result.get("error", "does not load")]
     found = []
     if not result["tokenizer"]["ok"]:
         found.append(f"tokenization differs from HF on {len(result['tokenizer']['mismatched_texts'])} texts"
                      + ("" if result["tokenizer"]["chat_with_special_tokens"] else " and on the chat template tokens"))
+    found += decoding_problems(result)
     top1 = result["logits"]["top1_agreement_beyond_near_ties"]
     if top1 < min_top1:
         found.append(f"top-1 agreement {top1:.1%} < {min_top1:.0%}")

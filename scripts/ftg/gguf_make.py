@@ -89,6 +89,7 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
     from tqdm import tqdm
 
     converter = require_converter()
+    ensure_tokenizer_model(model_dir)
     partial = out.with_name(out.name + ".partial")
     log = out.with_name(out.name + ".log")
     partial.unlink(missing_ok=True)
@@ -117,6 +118,38 @@ def convert_hf_to_gguf(model_dir: Path, out: Path, precision: str, n_params: int
     partial.replace(out)
     log.unlink()
     return out
+
+
+SENTENCEPIECE_FAMILIES = ("gemma3", "gemma3_text", "gemma3n", "gemma3n_text")
+"""Model types whose llama.cpp conversion reads tokenizer.model (Gemma 4's reads tokenizer.json alone)."""
+
+
+def ensure_tokenizer_model(model_dir: Path) -> None:
+    """Write tokenizer.model from tokenizer.json into a Gemma 3 / 3n folder that lacks one (transformers 5 saves
+    none, so a merged folder has none): without it llama.cpp's converter writes a GPT-2 style vocabulary whose
+    byte tokens are words, and the GGUF prints "<0xF0><0x9F>..." for a rare emoji (ftg.tokenizer_model).
+    tokenizer_config.json gets the Hub's added_tokens_decoder when it has none, which the converter reads the
+    control and whitespace tokens from (without it a run of spaces splits differently from HF)."""
+    from ftg.tokenizer_model import (TOKENIZER_MODEL, added_tokens_decoder, tokenizer_json_vocabulary,
+                                     write_tokenizer_model)
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if (config.get("model_type") not in SENTENCEPIECE_FAMILIES or (model_dir / TOKENIZER_MODEL).exists()
+            or not (model_dir / "tokenizer.json").exists()):
+        return
+    try:
+        pieces, scores, types = tokenizer_json_vocabulary(model_dir)
+    except ValueError as exc:  # not Gemma's kind of vocabulary: convert as it is, the decode check will judge it
+        print(f"  No tokenizer.model written: {exc}.")
+        return
+    write_tokenizer_model(model_dir / TOKENIZER_MODEL, pieces, scores, types)
+    config_path = model_dir / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    if "added_tokens_decoder" not in tokenizer_config:
+        tokenizer_config["added_tokens_decoder"] = added_tokens_decoder(pieces, types)
+        write_json(config_path, tokenizer_config)
+    print(f"  Wrote {model_dir / TOKENIZER_MODEL} from tokenizer.json, so llama.cpp keeps byte tokens as bytes.")
 
 
 PER_LAYER_TABLE_TYPE = {r"^per_layer_token_embd\.weight$": "Q8_0"}
