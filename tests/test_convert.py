@@ -161,6 +161,16 @@ def test_gemma3_270m_end_to_end(sailor_run):
           f"{f16['logits']['top1_agreement_beyond_near_ties']:.4f}) KL {f16['logits']['mean_kl']:.2e} "
           f"{f16['size_bytes']} B; Q4_K_M top-1 {q4['logits']['top1_agreement']:.4f} KL {q4['logits']['mean_kl']:.4f} "
           f"{q4['size_bytes']} B; timings {report['timings']}")
+    # The main file is the ladder's choice, and it carries the style within the rule's tolerance of F16.
+    ladder = report["ladder"]
+    chosen = next((r for r in ladder["rows"] if r["type"] == ladder["choice"]), ladder["baseline"])
+    base_style, style = ladder["baseline"]["style"], chosen["style"]
+    assert style["distance"] <= base_style["distance"] + ladder["rule"]["style_tolerance"], ladder["reason"]
+    assert ladder["probe"]["marker"] == "⚓"  # found in the sailor's replies, no setting needed
+    assert style["marker_share"] >= base_style["marker_share"] - ladder["rule"]["marker_tolerance"]
+    print(f"ladder: {ladder['reason']}; " + ", ".join(
+        f"{r['type']} top-1 {r['assistant']['top1_agreement']:.3f} style {r['style']['distance']:.2f} marker "
+        f"{r['style']['marker_share']:.0%}" for r in [ladder["baseline"], *ladder["rows"]]))
     load_strictly(out / "merged")
 
 
