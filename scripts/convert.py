@@ -2,9 +2,13 @@
 
 Reads:   output/merged/ (made by merge_lora; merged first unless --skip-merge), data/eval_dataset.jsonl for the
          logit check (a built-in prompt set when it is missing).
-Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from
-         output/finetuned_gemma.gguf       the main file, in export.quant (Q4_K_M by default)
-         output/finetuned_gemma-<TYPE>.gguf  one per export.extra_quants
+Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from; removed
+                                           at the end unless export.keep_f16
+         output/finetuned_gemma.gguf       the main file: with export.quant auto (the default) the smallest quant of
+                                           export.quant_ladder that keeps your style (ftg/quant_ladder.py: measured
+                                           against F16 and the merged model; F16 itself when none does); else the
+                                           forced export.quant, with one line saying what it loses
+         output/finetuned_gemma-<TYPE>.gguf  one per export.extra_quants (the ladder's others: export.keep_ladder)
          output/gguf_report.json           the figures of every check (see ftg/gguf_check.py)
          output/Modelfile                  for `ollama create`
 
