@@ -1,12 +1,13 @@
 """Style acceptance: does fine-tuning make Gemma talk in the style of the data? Measured, not claimed.
 
-Runs the whole pipeline on the real Gemma 3 270M on the CPU (prepare -> finetune -> merge -> convert Q4_K_M), then
-generates replies to held-out prompts in llama.cpp with the base GGUF and with the tuned Q4_K_M GGUF, sampled as chat
+Runs the whole pipeline on the real Gemma 3 270M on the CPU (prepare -> finetune -> merge -> convert: the main file
+is the quant the ladder chose, export.quant auto), then generates replies to held-out prompts in llama.cpp with the
+base GGUF (the same type) and with the tuned main GGUF, sampled as chat
 and the report sample them (--temperature, chat's 0.7 by default, reply i with seed i; 0 = greedy), each prompt
 answered --replies-per-prompt times (3; the person's side too, drawn again by the persona's generator), and measures
 their style against the person's (ftg/style.py: the per-habit distances and the pass-as-yours classifier, trained on
 the person's training replies against the base model's replies to the same prompts). For a persona with a
-machine-checkable marker (the sailor) it also counts the replies that carry it. It scores the held-out replies'
+machine-checkable marker (the sailor's generated dataset, or --marker) it also counts the replies that carry it. It scores the held-out replies'
 perplexity with both GGUFs.
 
 Run:
@@ -125,11 +126,14 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         "data": {"input": str(dataset), "output": str(workdir / "data"), "me": me},
         "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new",
                   **({} if eval_every is None else {"eval_every": eval_every})},
-        "export": {"quant": "Q4_K_M", "extra_quants": []},
+        # auto: the main file is the quant the ladder chose (the smallest that keeps the style), as users get it.
+        "export": {"quant": "auto", "extra_quants": []},
         "chat": {"n_gpu_layers": 0, **({} if temperature is None else {"temperature": temperature})},
     })
     prepare_conversation_data.run(cfg)
-    tuned_gguf = pipeline.run(cfg)  # trains, merges, writes output/finetuned_gemma.gguf (Q4_K_M) with its checks
+    tuned_gguf = pipeline.run(cfg)  # trains, merges, writes output/finetuned_gemma.gguf (the ladder's choice)
+    ladder = json.loads((cfg.paths.output_dir / "gguf_report.json").read_text(encoding="utf-8")).get("ladder", {})
+    print(f"Scoring the main file {tuned_gguf.name}: {ladder.get('choice', '?')} ({ladder.get('reason', '')})")
     base_gguf = ensure_base_gguf(cfg, model_dir)
 
     conversations_eval = reply_conversations(cfg.paths.data_dir / EVAL_FILE, 10**6)
@@ -151,7 +155,8 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
                                        desc="perplexity base")["perplexity"]
     ppl_tuned = reply_perplexity(tuned_gguf, conversations_eval, n_gpu_layers=0,
                                         desc="perplexity tuned")["perplexity"]
-    result = {"persona": persona, "marker": marker, "prompts": distinct, "replies_per_prompt": replies_per_prompt,
+    result = {"persona": persona, "marker": marker, "main_type": ladder.get("choice"),
+              "main_reason": ladder.get("reason"), "prompts": distinct, "replies_per_prompt": replies_per_prompt,
               "temperature": cfg.chat.temperature,
               "eval_conversations": len(conversations_eval), "ppl_base": ppl_base, "ppl_tuned": ppl_tuned,
               # Every reply, so that a classifier or a habit can be recomputed without training again (--rescore).
@@ -250,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replies_per_prompt < 1:
         parser.error("--replies-per-prompt must be 1 or more")
-    marker = args.marker if args.marker is not None else (SIGNATURE if args.persona == "sailor" else None)
+    # The sailor's ⚓ only for the sailor's own generated dataset: a --dataset never had it unless --marker says so.
+    marker = args.marker if args.marker is not None else (
+        SIGNATURE if args.persona == "sailor" and args.dataset is None else None)
 
     def body() -> int:
         if args.rescore:
@@ -277,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                  if result["marker"]
                  else f"tuned distance <= {DISTANCE_RATIO_MAX:.0%} of the base's, pass-as-yours tuned >= "
                       f"{PASS_TUNED_MIN:.0%}, base <= {PASS_BASE_MAX:.0%}")
+        print(f"Main file scored: {result.get('main_type')} ({result.get('main_reason')})")
         print(f"\n{verdict}: {result['prompts']} prompts x {result['replies_per_prompt']} replies, "
               f"{result['eval_conversations']} eval conversations, "
               f"{result['seconds'] / 60:.1f} min. Needs {needs}.")

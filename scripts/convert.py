@@ -2,9 +2,13 @@
 
 Reads:   output/merged/ (made by merge_lora; merged first unless --skip-merge), data/eval_dataset.jsonl for the
          logit check (a built-in prompt set when it is missing).
-Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from
-         output/finetuned_gemma.gguf       the main file, in export.quant (Q4_K_M by default)
-         output/finetuned_gemma-<TYPE>.gguf  one per export.extra_quants
+Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from; removed
+                                           at the end unless export.keep_f16
+         output/finetuned_gemma.gguf       the main file: with export.quant auto (the default) the smallest quant of
+                                           export.quant_ladder that keeps your style (ftg/quant_ladder.py: measured
+                                           against F16 and the merged model; F16 itself when none does); else the
+                                           forced export.quant, with one line saying what it loses
+         output/finetuned_gemma-<TYPE>.gguf  one per export.extra_quants (the ladder's others: export.keep_ladder)
          output/gguf_report.json           the figures of every check (see ftg/gguf_check.py)
          output/Modelfile                  for `ollama create`
 
@@ -41,18 +45,23 @@ from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file
 from ftg.runs import find_run, read_run
 
 SECTIONS = ["paths", "model", "export", "chat"]
+AUTO = "auto"
+"""export.quant = auto: the main file is the smallest quant of export.quant_ladder that keeps your style."""
 PER_LAYER_TABLE = "per_layer_token_embd.weight"
 """Gemma-3n / 4's per-layer embedding table in the GGUF; gguf_report.json says its type for every file."""  # model, chat: for the style report after the export
 
 
 def choose_quant(default: str, n_params: int, ask=input) -> str:
     """The interactive menu: each type with its estimated size and trade-off; Enter keeps `default`."""
-    names = list(QUANTS)
+    names = [*QUANTS, AUTO]
     print("\nWhich GGUF quantization? Smaller files run faster and need less memory, but answer a little worse.")
     for number, name in enumerate(names, 1):
+        mark = "  <- default" if name == default else ""
+        if name == AUTO:
+            print(f"  {number}. {AUTO:<7} the smallest that keeps your style, measured on your chats{mark}")
+            continue
         bits, note = QUANTS[name]
         size = f"~{n_params * bits / 8 / 1e9:5.2f} GB" if n_params else f"{bits:.1f} bits/weight"
-        mark = "  <- default" if name == default else ""
         print(f"  {number}. {name:<7} {size}  {note}{mark}")
     while True:
         try:
@@ -100,13 +109,116 @@ def print_table(report: dict) -> None:
             print(f"      - {note}")
 
 
+NO_MAIN = "-"
+"""gguf_file(..., main_type=NO_MAIN) names every file finetuned_gemma-<TYPE>.gguf until the main one is chosen."""
+
+
+def extra_types(export) -> list[str]:
+    """export.extra_quants, checked, without the forced main type."""
+    extras = normalize_quants(export.extra_quants[0], export.extra_quants[1:]) if export.extra_quants else []
+    return [q for q in extras if q.upper() != export.quant.upper()]
+
+
+def ladder_types(export) -> list[str]:
+    """The quants to measure: the forced export.quant alone, or export.quant_ladder smallest first."""
+    from ftg.quant_ladder import ladder_order
+
+    if export.quant.lower() != AUTO:
+        return normalize_quants(export.quant, [])
+    if not export.quant_ladder:
+        raise UserError("export.quant is auto but export.quant_ladder is empty; list quants such as [Q4_K_M, Q8_0].")
+    return ladder_order(normalize_quants(export.quant_ladder[0], export.quant_ladder[1:]))
+
+
 def check_settings(export) -> tuple[list[str], str]:
-    """(quant types, main first; precision f16/bf16) from the export settings, or a UserError naming the bad one."""
-    quants = normalize_quants(export.quant, export.extra_quants)
+    """(every quant type that may be written; precision f16/bf16) from the export settings, or a UserError naming
+    the bad one."""
+    quants = ladder_types(export) + extra_types(export)
     precision = export.gguf_precision.lower()
     if precision not in PRECISIONS:
         raise UserError(f"export.gguf_precision must be f16 or bf16, not '{export.gguf_precision}'.")
     return quants, precision
+
+
+def style_rule(export) -> dict:
+    return {"style_tolerance": export.style_tolerance, "min_assistant_top1": export.min_assistant_top1,
+            "marker_tolerance": export.marker_tolerance}
+
+
+# long: the ladder of the module docstring: measure F16, then each rung until one keeps the style, then choose
+def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: dict, reference,
+                        tensor_types: dict) -> str:
+    """Quantize the ladder (or the forced quant), measure each against F16 and the merged model, record it all in
+    report["ladder"]; returns the main file's type."""
+    from ftg import quant_ladder
+
+    export, output_dir = cfg.export, cfg.paths.output_dir
+    forced = export.quant.lower() != AUTO
+    rungs, rule, rows = ladder_types(export), style_rule(export), []
+    if reference is None:  # nothing measured: the forced type, else Q8_0, practically lossless
+        main_type = rungs[0] if forced else "Q8_0"
+        check_file(report, None, quantize(full, gguf_file(output_dir, main_type, NO_MAIN), main_type, tensor_types),
+                   main_type, False, export)
+        report["ladder"] = {"choice": main_type, "reason": f"{main_type}: not measured (export.verify_gguf is off)"}
+        return main_type
+    print(f"Measuring which quant keeps your style ({', '.join(rungs)}; F16 is the baseline)...")
+    probe = quant_ladder.build_probe(merged, cfg.paths.data_dir, export, cfg.chat)
+    baseline = quant_ladder.measure(full, full_type, probe, cfg.chat, export)
+    for quant in rungs:
+        t = time.time()
+        out = quantize(full, gguf_file(output_dir, quant, NO_MAIN), quant, tensor_types)
+        report["timings"][f"quantize_{quant}_s"] = round(time.time() - t, 1)
+        check_file(report, reference, out, quant, False, export)
+        rows.append(quant_ladder.measure(out, quant, probe, cfg.chat, export))
+        kept, why = quant_ladder.keeps_style(rows[-1], baseline, rule)
+        rows[-1]["keeps_style"], rows[-1]["why"] = kept, why
+        if kept and not forced:
+            break
+    if forced:
+        main_type, reason = rungs[0], rows[0]["why"]
+        print(reason + ("" if rows[0]["keeps_style"] else f" (you asked for {rungs[0]}: it is the main file)"))
+    else:
+        main_type, reason = quant_ladder.choose(rows, baseline, rule)
+    report["ladder"] = {"rule": rule, "forced": forced, "probe": probe.summary(), "baseline": baseline,
+                        "rows": rows, "choice": main_type, "reason": reason}
+    return main_type
+
+
+def keep_files(output_dir: Path, report: dict, main_type: str, full_type: str, export) -> Path:
+    """Make the chosen file output/finetuned_gemma.gguf; remove the ladder's other rungs (unless export.keep_ladder)
+    and the F16 file (unless export.keep_f16 or it is the main one). Returns the main file."""
+    import shutil
+
+    main_file = gguf_file(output_dir, main_type, main_type)
+    measured = {row["type"] for row in report.get("ladder", {}).get("rows", [])}
+    extras = set(extra_types(export))
+    for row in report["files"]:
+        path = Path(row["file"])
+        if row["type"] == main_type:
+            (shutil.copyfile if row["type"] == full_type and export.keep_f16 else Path.replace)(path, main_file)
+            row["file"] = str(main_file)
+        elif ((row["type"] == full_type and not export.keep_f16)
+              or (row["type"] in measured and row["type"] not in extras and not export.keep_ladder)):
+            path.unlink(missing_ok=True)
+            row["removed"] = True
+    return main_file
+
+
+def print_ladder(report: dict) -> None:
+    """The one table of the quants and the choice with its reason (convert's last lines)."""
+    from ftg.quant_ladder import table_lines
+
+    ladder = report.get("ladder", {})
+    if "rows" not in ladder:
+        print(f"\nMain file: {ladder.get('reason', '')}")
+        return
+    probe = ladder["probe"]
+    print(f"\nWhich quant keeps your style ({probe['conversations']} conversations, {probe['held_out']} held out; "
+          f"{probe['assistant_positions']} reply tokens; your replies average "
+          f"{ladder['baseline']['style']['person_words_mean']:g} words"
+          + (f"; your marker: {probe['marker']!r}" if probe["marker"] else "") + "):")
+    print("\n".join(table_lines(ladder["rows"], ladder["baseline"], ladder["rule"])))
+    print(f"Main file: {ladder['reason'][0].upper() + ladder['reason'][1:]}.")
 
 
 def build_reference(cfg, merged: Path, n_params: int):
@@ -175,7 +287,8 @@ def export_without_runtime(output_dir: Path, merged: Path, record: dict, n_param
 
 
 def run(cfg) -> Path:
-    """Convert output/merged to GGUF, check it, quantize and check each quant; returns the main GGUF file."""
+    """Convert output/merged to GGUF, check it, quantize and check each quant, keep the smallest that keeps your
+    style as the main file (ftg/quant_ladder.py) or the quant you forced; returns the main GGUF file."""
     from tqdm import tqdm
 
     export, output_dir = cfg.export, cfg.paths.output_dir
@@ -194,7 +307,7 @@ def run(cfg) -> Path:
 
     started = time.time()
     full_type = PRECISIONS[precision]
-    full = convert_hf_to_gguf(merged, gguf_file(output_dir, full_type, quants[0]), precision, n_params)
+    full = convert_hf_to_gguf(merged, gguf_file(output_dir, full_type, NO_MAIN), precision, n_params)
     timings = {"convert_s": round(time.time() - started, 1)}
     reference = build_reference(cfg, merged, n_params)
     timings["reference_s"] = round(time.time() - started - timings["convert_s"], 1)
@@ -207,19 +320,25 @@ def run(cfg) -> Path:
 
     tensor_types = tensor_types_for(merged)  # 3n / 4: per_layer_token_embd stays Q8_0 (Ollama)
     report["tensor_type_overrides"] = tensor_types
-    for quant in tqdm(quants, desc="quantize", unit="file"):
+    t = time.time()
+    main_type = quantize_and_choose(cfg, merged, full, full_type, report, reference, tensor_types)
+    timings["ladder_s"] = round(time.time() - t, 1)
+    done = {row["type"] for row in report["files"]}
+    for quant in tqdm([q for q in extra_types(export) if q not in done], desc="extra quants", unit="file"):
         t = time.time()
-        out = quantize(full, gguf_file(output_dir, quant, quants[0]), quant, tensor_types)
+        out = quantize(full, gguf_file(output_dir, quant, NO_MAIN), quant, tensor_types)
         timings[f"quantize_{quant}_s"] = round(time.time() - t, 1)
         check_file(report, reference, out, quant, False, export)
+    main_file = keep_files(output_dir, report, main_type, full_type, export)
     report["status"] = "passed" if reference is not None else "not checked (export.verify_gguf is off)"
     timings["total_s"] = round(time.time() - started, 1)
     write_json(output_dir / GGUF_REPORT, report)
     if reference is not None:
         print_table(report)
-    main_file = gguf_file(output_dir, quants[0], quants[0])
+        print_ladder(report)
     modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(load_tokenizer(merged)))
-    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile}")
+    print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile} (FROM ./{main_file.name}, "
+          f"{main_type})")
     return main_file
 
 

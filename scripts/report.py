@@ -310,6 +310,30 @@ def style_section(cfg) -> tuple[str, str, dict]:
     return "".join(parts), verdict or summary, figures
 
 
+def ladder_html(ladder: dict) -> str:
+    """The quant ladder's one table (convert's last lines): each quant against F16, kept?, and the choice."""
+    if "rows" not in ladder:
+        return f"<p>Main file: {esc(ladder['reason'])}</p>" if ladder.get("reason") else ""
+    from ftg.quant_ladder import keeps_style
+
+    def share(value):
+        return "-" if value is None else f"{value:.0%}"
+
+    rows = []
+    for row in [ladder["baseline"], *ladder["rows"]]:
+        style = row["style"]
+        kept = ("baseline" if row is ladder["baseline"]
+                else "yes" if keeps_style(row, ladder["baseline"], ladder["rule"])[0] else "no")
+        rows.append([row["type"], f"{row['size_bytes'] / 1e6:,.0f} MB", f"{row['assistant']['top1_agreement']:.1%}",
+                     f"{row['assistant']['mean_kl']:.4f}", f"{style['distance']:.2f}", share(style["pass_as_yours"]),
+                     share(style["marker_share"]), f"{style['words_mean']:g}", kept])
+    reason = ladder["reason"][0].upper() + ladder["reason"][1:]
+    return (f"<p><b>Main file (finetuned_gemma.gguf): {esc(reason)}.</b> Measured on your conversations: reply "
+            "tokens against the merged model, and the style of sampled replies (distance to yours: 0 = the same).</p>"
+            + table(["quant", "size", "reply top-1", "reply KL", "style distance", "pass as yours", "marker",
+                     "words", "kept?"], rows, {1, 2, 3, 4, 5, 6, 7}))
+
+
 def gguf_section(cfg) -> str:
     report = read_json(cfg.paths.output_dir / GGUF_REPORT, "convert_to_gguf")
     reference = report.get("reference", {})
@@ -318,6 +342,7 @@ def gguf_section(cfg) -> str:
              f"with the merged model on {esc(reference.get('positions', '?'))} positions of "
              f"{esc(reference.get('conversations', '?'))} conversations from {esc(reference.get('source', '?'))}; "
              f"required top-1 agreement for the unquantized file: {esc(report.get('min_top1_agreement', '?'))}.</p>"]
+    parts.append(ladder_html(report.get("ladder", {})))
     rows = []
     for row in report.get("files", []):
         logits = row.get("logits", {})

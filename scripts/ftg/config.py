@@ -119,8 +119,29 @@ class TrainConfig:
 
 @dataclass
 class ExportConfig:
-    quant: str = "Q4_K_M"
-    """Main GGUF quantization: Q8_0, Q6_K, Q5_K_M, Q4_K_M or Q3_K_M."""
+    quant: str = "auto"
+    """Main GGUF quantization: auto (the smallest of quant_ladder that keeps your style), or force one of Q8_0, Q6_K,
+    Q5_K_M, Q4_K_M, Q3_K_M (you get exactly it, with one line saying what it loses)."""
+    quant_ladder: list[str] = field(default_factory=lambda: ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"])
+    """quant = auto: the quants tried, smallest first; the first that keeps your style is the main file."""
+    style_tolerance: float = 0.05
+    """A quant keeps your style when its style distance (0-1) is at most this much above the F16 file's."""
+    min_assistant_top1: float = 0.90
+    """... and it picks the merged model's next token on at least this share of the reply tokens."""
+    marker_tolerance: float = 0.10
+    """... and, when you have a marker, it carries it in at most this share fewer replies than the F16 file."""
+    style_marker: str = ""
+    """Your marker (a word or emoji in your every reply); empty: found in your replies (>= 80 % share), if any."""
+    ladder_conversations: int = 16
+    """Conversations the ladder measures on: the held-out ones first, topped up from the training ones."""
+    ladder_tokens: int = 128
+    """Tokens of each conversation scored on its reply tokens."""
+    ladder_greedy_replies: int = 4
+    """Greedy replies of each file compared with the merged model's."""
+    keep_ladder: bool = False
+    """Keep the ladder's other quants (finetuned_gemma-<TYPE>.gguf) beside the main file."""
+    keep_f16: bool = False
+    """Keep the unquantized finetuned_gemma-F16.gguf (twice the model's size in billions, in GB)."""
     extra_quants: list[str] = field(default_factory=list)
     """More GGUF types written beside the main one (finetuned_gemma-<TYPE>.gguf), e.g. Q8_0."""
     gguf_precision: str = "f16"

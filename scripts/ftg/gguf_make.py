@@ -20,7 +20,7 @@ from typing import NamedTuple
 from ftg.errors import UserError
 from ftg.files import check_free_space, write_json
 from ftg.llama_runtime import quantize as runtime_quantize
-from ftg.paths import BASE_GGUF, BASE_RECORD, CONVERTER_SCRIPT, MERGE_RECORD, merged_dir
+from ftg.paths import BASE_GGUF, BASE_RECORD, CONVERTER_SCRIPT, GGUF_REPORT, MERGE_RECORD, merged_dir
 
 
 class Quant(NamedTuple):
@@ -49,7 +49,7 @@ def normalize_quants(main: str, extra: list[str]) -> list[str]:
     for name in [main, *extra]:
         quant = known.get(str(name).strip().upper())
         if quant is None:
-            raise UserError(f"unknown quant type '{name}'. Choose one of {', '.join(QUANTS)} (export.quant / --quant).")
+            raise UserError(f"unknown quant type '{name}'. Choose auto (export.quant only) or one of {', '.join(QUANTS)} (export.quant / --quant).")
         if quant not in chosen:
             chosen.append(quant)
     return chosen
@@ -259,12 +259,24 @@ def folder_fingerprint(folder: Path) -> str:
     return hashlib.sha256(json.dumps(listing).encode("utf-8")).hexdigest()[:16]
 
 
+def main_quant(cfg) -> str:
+    """The tuned main file's type: export.quant, or with auto the type the quant ladder chose (gguf_report.json;
+    Q4_K_M before any export), so the base model is compared in the same type."""
+    if cfg.export.quant.lower() != "auto":
+        return normalize_quants(cfg.export.quant, [])[0]
+    try:
+        chosen = json.loads((cfg.paths.output_dir / GGUF_REPORT).read_text(encoding="utf-8"))["ladder"]["choice"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "Q4_K_M"
+    return chosen if chosen in PRECISIONS.values() else normalize_quants(chosen, [])[0]
+
+
 def ensure_base_gguf(cfg, base_dir: Path | None = None) -> Path:
     """output/base_model.gguf: the base model (base_dir, else base_model_dir(cfg)) converted once to export.quant,
     like the tuned main file, so the two compare fairly. Reused while base_model.json matches the base folder, the
     quant type and the precision."""
     base_dir = Path(base_dir or base_model_dir(cfg)).resolve()
-    quant = normalize_quants(cfg.export.quant, [])[0]
+    quant = main_quant(cfg)
     precision = cfg.export.gguf_precision.lower()
     output_dir = cfg.paths.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +296,7 @@ def ensure_base_gguf(cfg, base_dir: Path | None = None) -> Path:
     record_path.unlink(missing_ok=True)
     full = convert_hf_to_gguf(base_dir, output_dir / f"base_model-{precision.upper()}.gguf", precision, n_params)
     try:
-        quantize(full, target, quant)
+        (full.replace(target) if quant in PRECISIONS.values() else quantize(full, target, quant))
     finally:
         full.unlink(missing_ok=True)
     write_json(record_path, record)
