@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 from ftg.errors import UserError
 from ftg.paths import (EVAL_FILE, GGUF_REPORT, MAIN_GGUF, MODELFILE, PREPARE_REPORT, REPORT_JSON, RUN_FILE,
                        SELECTED_MODEL_FILE, TENSORBOARD_DIR, TRAIN_FILE, runs_dir)
 from ftg.runs import find_run, read_run
+from ftg.training_data import DataStats, iter_conversations
 
 SAMPLE_PAIRS = 3
 PAIR_CHARS = 160
@@ -48,21 +50,22 @@ def cut(text: str, limit: int = PAIR_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
+def conversations(path: Path) -> Iterator[list[dict]]:
+    """The conversations of a data/*.jsonl file as the training stage reads them (ftg.training_data: a malformed line
+    is skipped, the rest still read); none while the file does not exist yet."""
+    return iter_conversations(path, DataStats()) if path.exists() else iter(())
+
+
 def sample_pairs(data_dir: Path, count: int = SAMPLE_PAIRS) -> list[tuple[str, str]]:
     """(them, you) of the first examples in data/train_dataset.jsonl: the last user turn and the reply learned."""
     pairs = []
-    try:
-        with open(Path(data_dir) / TRAIN_FILE, encoding="utf-8") as rows:
-            for line in rows:
-                messages = json.loads(line).get("messages", [])
-                replies = [m for m in messages if m.get("role") == "assistant"]
-                prompts = [m for m in messages if m.get("role") == "user"]
-                if replies and prompts:
-                    pairs.append((cut(prompts[-1].get("content", "")), cut(replies[-1].get("content", ""))))
-                if len(pairs) == count:
-                    break
-    except (OSError, ValueError):
-        return pairs
+    for messages in conversations(Path(data_dir) / TRAIN_FILE):
+        replies = [m for m in messages if m["role"] == "assistant"]
+        prompts = [m for m in messages if m["role"] == "user"]
+        if replies and prompts:
+            pairs.append((cut(prompts[-1]["content"]), cut(replies[-1]["content"])))
+        if len(pairs) == count:
+            break
     return pairs
 
 
@@ -204,16 +207,12 @@ def report_summary(output_dir: Path) -> dict:
 def eval_prompts(data_dir: Path, count: int = 3) -> list[str]:
     """A few held-out user messages to suggest in the Talk step."""
     prompts = []
-    try:
-        with open(Path(data_dir) / EVAL_FILE, encoding="utf-8") as rows:
-            for line in rows:
-                users = [m for m in json.loads(line).get("messages", []) if m.get("role") == "user"]
-                if users:
-                    prompts.append(cut(users[-1].get("content", ""), 200))
-                if len(prompts) == count:
-                    break
-    except (OSError, ValueError):
-        pass
+    for messages in conversations(Path(data_dir) / EVAL_FILE):
+        users = [m for m in messages if m["role"] == "user"]
+        if users:
+            prompts.append(cut(users[-1]["content"], 200))
+        if len(prompts) == count:
+            break
     return prompts
 
 
