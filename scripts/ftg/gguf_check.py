@@ -243,10 +243,20 @@ def decoding_problems(result: dict) -> list[str]:
             "tokenizer.model)"]
 
 
+def next_token_agreement(gguf_logits, hf_log_probs) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(GGUF log-probs, HF log-probs renormalised in float64 like the GGUF side, how many positions pick the same
+    next token, the summed KL(HF || GGUF) in nats) for the same positions of both models."""
+    from ftg.gguf_run import log_softmax
+
+    gguf_log_probs, hf64 = log_softmax(gguf_logits), log_softmax(hf_log_probs)
+    same = int((gguf_log_probs.argmax(-1) == hf64.argmax(-1)).sum())
+    return gguf_log_probs, hf64, same, float((np.exp(hf64) * (hf64 - gguf_log_probs)).sum())
+
+
 # long: the checks of the module docstring, in order; the GGUF is opened once for the logits, once for the reply
 def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
     """Run the checks on one GGUF; returns the figures (see the module docstring)."""
-    from ftg.gguf_run import log_softmax, open_gguf, render_prompt
+    from ftg.gguf_run import open_gguf, render_prompt
     from ftg.llama_runtime import open_model
 
     result = {"file": str(path), "size_bytes": path.stat().st_size}
@@ -267,14 +277,12 @@ def check_gguf(path: Path, ref: Reference, reply_tokens: int) -> dict:
         agree = agree_beyond_ties = positions = 0
         kl_sum = 0.0
         for ids, hf_log_probs in zip(ref.sequences, ref.log_probs):
-            gguf_log_probs = log_softmax(model.logits(ids))
-            hf64 = log_softmax(hf_log_probs)  # renormalised in float64, like the GGUF side
-            gguf_choice = gguf_log_probs.argmax(-1)
-            agree += int((gguf_choice == hf64.argmax(-1)).sum())
+            gguf_log_probs, hf64, same, kl = next_token_agreement(model.logits(ids), hf_log_probs)
+            agree += same
+            kl_sum += kl
             # A near tie is not a conversion error: the GGUF's choice is also HF's best within NEAR_TIE_NATS.
-            hf_of_choice = np.take_along_axis(hf64, gguf_choice[:, None], axis=-1)[:, 0]
+            hf_of_choice = np.take_along_axis(hf64, gguf_log_probs.argmax(-1)[:, None], axis=-1)[:, 0]
             agree_beyond_ties += int((hf_of_choice >= hf64.max(-1) - NEAR_TIE_NATS).sum())
-            kl_sum += float((np.exp(hf64) * (hf64 - gguf_log_probs)).sum())
             positions += len(ids)
     result["logits"] = {"positions": positions, "top1_agreement": agree / max(positions, 1),
                         "top1_agreement_beyond_near_ties": agree_beyond_ties / max(positions, 1),

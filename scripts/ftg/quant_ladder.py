@@ -189,7 +189,8 @@ def first_difference(a: str, b: str) -> int | None:
 # long: the measurements of the module docstring, in order, with the GGUF opened once
 def measure(path: Path, gguf_type: str, probe: Probe, chat_cfg, export) -> dict:
     """One row of the ladder: assistant-token agreement, style of sampled replies, greedy replies vs the merged."""
-    from ftg.gguf_run import fit_to_context, generate_reply, log_softmax, open_gguf
+    from ftg.gguf_check import next_token_agreement
+    from ftg.gguf_run import fit_to_context, generate_reply, open_gguf
     from ftg.style_classifier import pass_as_yours
     from ftg.style_fingerprint import distance, fingerprint, words_in
 
@@ -201,10 +202,9 @@ def measure(path: Path, gguf_type: str, probe: Probe, chat_cfg, export) -> dict:
         for ids, rows, hf in zip(probe.sequences, probe.rows, probe.hf_log_probs):
             if not len(rows):
                 continue
-            gguf = log_softmax(model.logits(ids)[rows])
-            hf64 = log_softmax(hf)
-            agree += int((gguf.argmax(-1) == hf64.argmax(-1)).sum())
-            kl_sum += float((np.exp(hf64) * (hf64 - gguf)).sum())
+            _, _, same, kl = next_token_agreement(model.logits(ids)[rows], hf)
+            agree += same
+            kl_sum += kl
             positions += len(rows)
         reserve = min(chat_cfg.report_reply_tokens, model.n_ctx // 2)
         for number, messages in enumerate(probe.conversations):
