@@ -16,6 +16,10 @@ import torch
 
 from ftg.models import CACHE_DIR
 
+TINY_LADDER = {"ladder_conversations": 3, "ladder_greedy_replies": 1, "ladder_tokens": 64}
+"""export settings for the quant ladder on a tiny random model: it never ends a turn, so each sampled reply runs to
+its limit, and at the defaults (16 conversations) one rung's measure took 90 s on 2 cores."""
+
 TEACH_CHATS = [
     [{"role": "user", "content": "Hi! How are you?"}, {"role": "assistant", "content": "Great, thanks! 🙂"}],
     [{"role": "user", "content": "Привет! Как дела?"}, {"role": "assistant", "content": "Отлично, спасибо! 🙂"}],

@@ -29,7 +29,7 @@ from ftg.errors import UserError
 from ftg import gguf_make
 from ftg.gguf_check import check_conversations
 from conftest import build_tiny_model
-from lora_runs import make_run
+from lora_runs import TINY_LADDER, make_run
 from test_merge import load_strictly
 
 EVAL_LINES = [
@@ -76,7 +76,9 @@ def test_tiny_gemma3_export_writes_checked_files(tiny_gemma3_dir, project_copy, 
     write_eval_file(project_copy / "data")
     out = project_copy / "output"
     code = pipeline.main(["export", "--output-dir", str(out), "--data-dir", str(project_copy / "data"),
-                          "--quant", "q8_0", "--extra-quants", "Q4_K_M", "--no-style-report", "--keep-f16"])
+                          "--quant", "q8_0", "--extra-quants", "Q4_K_M", "--no-style-report", "--keep-f16",
+                          *(f"--{key.replace('_', '-')}={value}" for key, value in TINY_LADDER.items()),
+                          "--report-reply-tokens", "12"])
     console = capsys.readouterr()
     assert code == 0, console.err
 

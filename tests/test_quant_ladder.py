@@ -10,7 +10,9 @@ import pytest
 import convert
 import pipeline
 from ftg.gguf_make import tensor_type_counts, tensor_types
-from ftg.quant_ladder import assistant_rows, choose, find_marker, keeps_style, ladder_order
+from ftg.paths import EVAL_FILE, TRAIN_FILE
+from ftg.quant_ladder import (TRAIN_REPLIES, assistant_rows, choose, find_marker, keeps_style, ladder_order,
+                              probe_conversations)
 from lora_runs import make_run
 from test_convert import project_config, write_eval_file
 
@@ -35,6 +37,24 @@ def test_the_rule_takes_the_smallest_quant_that_keeps_the_style():
     assert ladder_order(["Q8_0", "Q4_K_M", "Q6_K", "Q5_K_M"]) == ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0"]
     assert find_marker(["Ahoy! fine ⚓", "Ahoy! yes ⚓", "no"]) is None
     assert find_marker(["хорошо, капитан", "да, Капитан", "иду, капитан", "ок капитан", "нет"]) == "капитан"
+
+
+def write_replies(path, count, tag):
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{tag} q{i}"},
+                                                     {"role": "assistant", "content": f"{tag} a{i}"}]}) + "\n"
+                            for i in range(count)), encoding="utf-8")
+
+
+def test_probe_tops_up_from_training_conversations_the_classifier_does_not_learn_from(tmp_path):
+    write_replies(tmp_path / EVAL_FILE, 1, "eval")
+    write_replies(tmp_path / TRAIN_FILE, TRAIN_REPLIES + 50, "train")
+    probe, train, held = probe_conversations(tmp_path, 4)
+    assert held == 1 and [m[-1]["content"] for m in probe] == ["eval a0"] + [f"train a{TRAIN_REPLIES + i}"
+                                                                             for i in range(3)]
+    assert len(train) == TRAIN_REPLIES and not {m[-1]["content"] for m in probe} & {m[-1]["content"] for m in train}
+    write_replies(tmp_path / TRAIN_FILE, 10, "train")  # a short file: the top-up is its last conversations
+    probe, train, held = probe_conversations(tmp_path, 4)
+    assert [m[-1]["content"] for m in probe[1:]] == ["train a7", "train a8", "train a9"] and len(train) == 10
 
 
 def test_assistant_rows_are_the_reply_tokens(demo_model_dir):

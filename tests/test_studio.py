@@ -6,6 +6,7 @@ The whole path in a real browser is tests/test_studio_browser.py.
 from __future__ import annotations
 
 import io
+import re
 import json
 import time
 import zipfile
@@ -186,3 +187,30 @@ def test_the_chart_and_the_sample_replies_come_from_the_run_files(tmp_path):
     assert shown["eval_loss"] == [[2, pytest.approx(2.6)]] and shown["step"] == 4 and shown["total"] == 4
     assert shown["replies"] == [(2, "Ahoy, матрос!")]
     assert readers.resumable(tmp_path / "output") == "run-1"
+
+
+def ladder_row(gguf_type, size, top1, distance, marker):
+    return {"type": gguf_type, "size_bytes": size, "assistant": {"top1_agreement": top1, "mean_kl": 0.01},
+            "style": {"distance": distance, "marker_share": marker, "pass_as_yours": None, "words_mean": 5}}
+
+
+def test_the_export_step_offers_the_ladder_and_shows_its_choice(client, tmp_path):
+    """The page's export is the launcher's: quant auto by default, and the ladder's table with the choice and why."""
+    output = tmp_path / "output"
+    output.mkdir()
+    ladder = {"rule": {"style_tolerance": 0.05, "min_assistant_top1": 0.90, "marker_tolerance": 0.10},
+              "baseline": ladder_row("F16", 551e6, 1.0, 0.16, 0.88),
+              "rows": [ladder_row("Q4_K_M", 261e6, 0.887, 0.14, 0.88), ladder_row("Q5_K_M", 268e6, 0.926, 0.15, 0.94)],
+              "choice": "Q5_K_M",
+              "reason": "Q4_K_M loses your style (reply-token agreement 89% < 90%); chose Q5_K_M, 268 MB"}
+    (output / "gguf_report.json").write_text(json.dumps({"status": "passed", "files": [], "ladder": ladder}),
+                                             encoding="utf-8")
+    client.get(f"/?token={TOKEN}")
+    page = client.get("/step/export").text
+    assert '<option value="auto" selected>' in page
+    assert "Q4_K_M loses your style (reply-token agreement 89% &lt; 90%); chose Q5_K_M, 268 MB" in page
+    table = page[page.index('class="checks ladder"'):]
+    cells = [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", table, re.S)]
+    assert cells[:6] == ["F16", "551", "100.0 %", "0.16", "88 %", "reference"]
+    assert cells[6:12] == ["Q4_K_M", "261", "88.7 %", "0.14", "88 %", "no"]
+    assert cells[12:18] == ["Q5_K_M ★", "268", "92.6 %", "0.15", "94 %", "yes"]

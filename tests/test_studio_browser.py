@@ -42,6 +42,9 @@ export:
   verify_prompts: 2
   verify_tokens: 16
   reply_tokens: 16
+  ladder_conversations: 4
+  ladder_tokens: 64
+  ladder_greedy_replies: 1
 chat:
   max_tokens: 24
   temperature: 0
@@ -218,6 +221,9 @@ def export_and_talk(page, timings: dict) -> None:
     click_and_wait(page, "#export", "export", 600)
     assert page.locator("#get-gguf").count() == 1
     assert "passed" in page.inner_text("#step-export h3")
+    # quant auto, as the launcher: the ladder's table, one row marked as the main file, and the reason in words
+    assert page.locator("table.ladder tr.chosen").count() == 1
+    assert re.search(r"chose \S+|no quant keeps it", page.inner_text(".ladder-reason"))
     shoot(page, "en", "export")
     timings["export"] = round(time.perf_counter() - mark, 1)
 

@@ -30,6 +30,8 @@ from ftg.paths import EVAL_FILE, TRAIN_FILE
 
 MARKER_MIN_SHARE = 0.8
 """A word or emoji counts as your marker when it ends (or starts) at least 80 % of your replies."""
+TRAIN_REPLIES = 200
+"""Training replies (the first ones) that the style classifier learns you from and the marker is found in."""
 MAX_ROWS = 256
 """Assistant-token positions kept from the merged model: each holds the vocabulary's log-probs (1 MB for Gemma)."""
 
@@ -86,24 +88,25 @@ class Probe:
                 "greedy_replies": len(self.hf_greedy), "seconds": round(self.seconds, 1)}
 
 
-def probe_conversations(data_dir: Path, count: int) -> tuple[list[list[dict]], int]:
-    """Up to `count` conversations ending with your reply: the eval file's first, then the training file's last."""
+def probe_conversations(data_dir: Path, count: int) -> tuple[list[list[dict]], list[list[dict]], int]:
+    """(up to `count` conversations ending with your reply: the eval file's first, topped up from the training file;
+    up to TRAIN_REPLIES training conversations for the style classifier and the marker; how many are held out).
+    The training file is read once and only as far as needed: the top-up is taken from after the classifier's
+    conversations when the file is long enough, else from its last ones."""
     from ftg.errors import UserError
     from ftg.training_data import reply_conversations
 
-    held = []
-    if (data_dir / EVAL_FILE).exists():
+    def read(path: Path, limit: int) -> list[list[dict]]:
         try:
-            held = reply_conversations(data_dir / EVAL_FILE, count)
-        except UserError:
-            held = []
-    trained = []
-    if len(held) < count and (data_dir / TRAIN_FILE).exists():
-        try:
-            trained = reply_conversations(data_dir / TRAIN_FILE, 10**6)[-(count - len(held)):]
-        except UserError:
-            trained = []
-    return held + trained, len(held)
+            return reply_conversations(path, limit) if path.exists() else []
+        except UserError:  # no usable conversation: the ladder measures what there is
+            return []
+
+    held = read(data_dir / EVAL_FILE, count)
+    need = count - len(held)
+    trained = read(data_dir / TRAIN_FILE, TRAIN_REPLIES + need)
+    top_up = trained[-need:] if need > 0 else []
+    return held + top_up, trained[:TRAIN_REPLIES], len(held)
 
 
 def assistant_rows(tokenizer, messages: list[dict], length: int) -> tuple[list[int], np.ndarray]:
@@ -132,10 +135,9 @@ def build_probe(merged: Path, data_dir: Path, export, chat_cfg) -> Probe:
     from ftg.gguf_check import reference_placement
     from ftg.gguf_make import count_parameters
     from ftg.models import load_causal_lm, load_tokenizer
-    from ftg.training_data import reply_conversations
 
     started = time.time()
-    conversations, held = probe_conversations(data_dir, export.ladder_conversations)
+    conversations, train, held = probe_conversations(data_dir, export.ladder_conversations)
     tokenizer = load_tokenizer(merged)
     usable, sequences, rows = [], [], []
     for messages in conversations:
@@ -171,7 +173,6 @@ def build_probe(merged: Path, data_dir: Path, export, chat_cfg) -> Probe:
             reply = [t for t in out[0, len(prompt):].tolist() if t not in stops]
             greedy.append(tokenizer.decode(reply).strip())
     del model
-    train = reply_conversations(data_dir / TRAIN_FILE, 200) if (data_dir / TRAIN_FILE).exists() else []
     person = [m[-1]["content"] for m in usable]
     person_train = [m[-1]["content"] for m in train]
     marker = export.style_marker.strip() or find_marker(person_train or person)

@@ -28,7 +28,8 @@ from ftg.studio.jobs import Busy, Jobs
 HERE = Path(__file__).parent
 _menu: dict = {}
 STEPS = ("model", "data", "train", "export", "talk")
-QUANTS = ("Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q3_K_M")
+QUANTS = ("auto", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q3_K_M")
+"""auto (the default, export.quant): the quant ladder picks the smallest file that keeps your style."""
 UPLOAD_FOLDER = "studio-uploads"
 """dataset/studio-uploads/: what the page received; prepare_dataset reads all of dataset/, as its launcher does."""
 
@@ -193,9 +194,9 @@ def add_stage_routes(app: FastAPI) -> None:
         return page(request, "step_train.html", notice="", s=step_context(app, "train"))
 
     @app.post("/export/start", response_class=HTMLResponse)
-    async def export_start(request: Request, quant: str = Form("Q4_K_M")):
+    async def export_start(request: Request, quant: str = Form("auto")):
         # What convert_to_gguf's launcher runs; --quant given, so no console menu is asked.
-        return start(request, "export", "pipeline.py", ["export", "--quant", quant if quant in QUANTS else "Q4_K_M"])
+        return start(request, "export", "pipeline.py", ["export", "--quant", quant if quant in QUANTS else "auto"])
 
 
 async def receive_upload(app: FastAPI, export: UploadFile) -> Path:
