@@ -12,7 +12,7 @@ What stands in for what (wine has neither network nor Windows 10's tar.exe):
 - Two gaps of Debian 12's wine 8.0 that Windows 10 does not have, filled in the test prefix only (install_wine8_shims):
   ucrtbase.dll's C99 complex functions are stubs that abort (numpy 2.4 calls crealf, cimagf, ... on import), so
   system32\\ucrtbase.dll is tests/winstub/ucrtbase_shim.c: those 80 functions from mingw-w64, every other export
-  forwarded to wine's own ucrtbase.dll; and bcryptprimitives.dll is missing (wine 9 added it), which Rust's standard
+  forwarded to wine's own ucrtbase.dll; and bcryptprimitives.dll is missing (newer wine has one), which Rust's standard
   library needs for ProcessPrng (safetensors, tokenizers, pydantic_core, hf_xet): tests/winstub/bcryptprimitives_shim.c.
   Python, the wheels and the project are untouched.
 - torch is left out (FTG_TORCH=skip), and so are the packages that require it (peft, trl, accelerate,
@@ -147,7 +147,7 @@ def windows(tmp_path_factory):
     # place of the first copy loaded (scikit-learn's), under that copy's path, and hands the same module back for
     # llama_cpp_py_sync's copy, whose full path GetModuleHandleExW then does not find (WinError 126).
     prefix.env["WINEDLLOVERRIDES"] += ";ucrtbase=n,b;vcomp140=n,b"
-    print(f"wine 8.0 shims: ucrtbase.dll with {len(shimmed)} C99 complex functions from mingw-w64, bcryptprimitives.dll")
+    print(f"wine 8.0 shims: ucrtbase.dll ({len(shimmed)} C99 complex functions from mingw-w64), bcryptprimitives.dll")
     project = prefix.root / "prefix" / "drive_c" / "users" / "Иван Петров" / "Desktop" / "моя модель"
     copy_project(project)
     embed_zip = prefix.root / "python-3.11.9-embed-amd64.zip"  # laid out like python.org's: files at the top
