@@ -2,8 +2,8 @@
    they are stubs that abort the process ("Unimplemented function ucrtbase.dll.crealf"), and numpy 2.4's
    _multiarray_umath.pyd calls crealf, cimagf, ... while it is imported. This DLL is named ucrtbase.dll, forwards
    every other export to wine's own ucrtbase.dll (copied beside it as ucrtbase_wine.dll; the .def file is generated
-   from its export table by install_wine8_shims in tests/test_windows_real_python.py) and implements the complex family here, with
-   mingw-w64's libmingwex (newer wine implements them in ucrtbase itself; not checked here).
+   from its export table by install_wine8_shims in tests/test_windows_real_python.py) and implements the complex
+   family here, with mingw-w64's libmingwex (newer wine implements them in ucrtbase itself; not checked here).
 
    ABI: the UCRT's <complex.h> types are structs, not C99 _Complex: _Fcomplex {float[2]} (8 bytes: passed and
    returned in a general register), _Dcomplex {double[2]} and _Lcomplex {long double[2]} (16 bytes: passed by
