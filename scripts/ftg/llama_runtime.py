@@ -110,12 +110,14 @@ def gpu_offload_supported() -> bool:
 
     Not llama_supports_gpu_offload(): that says yes for the CPU wheel too, because its RPC backend counts."""
     _runtime()
-    from llama_cpp_py_sync._cffi_bindings import get_backend_lib
+    from llama_cpp_py_sync._cffi_bindings import get_backend_base_lib, get_backend_lib
 
-    ggml = get_backend_lib()
-    gpu_types = (1, 2)  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU
-    return any(ggml.ggml_backend_dev_type(ggml.ggml_backend_dev_get(i)) in gpu_types
-               for i in range(ggml.ggml_backend_dev_count()))
+    # The device list is in ggml (the registry), a device's type in ggml-base. On Linux either library finds both
+    # (dlsym searches the dependencies too); on Windows GetProcAddress looks in the one DLL it is given.
+    registry, base = get_backend_lib(), get_backend_base_lib()
+    gpu_types = (base.GGML_BACKEND_DEVICE_TYPE_GPU, base.GGML_BACKEND_DEVICE_TYPE_IGPU)
+    return any(base.ggml_backend_dev_type(registry.ggml_backend_dev_get(i)) in gpu_types
+               for i in range(registry.ggml_backend_dev_count()))
 
 
 def _last_error() -> str:
