@@ -109,7 +109,7 @@ def marker_share(replies: list[str], marker: str) -> float:
 def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Path | None, me: list[str],
         workdir: Path, model: Path | None, steps: int, learning_rate: float, reply_tokens: int,
         conversations: int = 400, train_replies: int = 120, temperature: float | None = None,
-        replies_per_prompt: int = 3, eval_every: int | None = None) -> dict:
+        replies_per_prompt: int = 3, eval_every: int | None = None, page_report: bool = True) -> dict:
     started = time.perf_counter()
     held_out = None
     if dataset is None:
@@ -127,7 +127,8 @@ def run(dataset: Path | None, persona: str, marker: str | None, prompts_file: Pa
         "train": {"max_steps": steps, "learning_rate": learning_rate, "run_name": "style-acceptance", "resume": "new",
                   **({} if eval_every is None else {"eval_every": eval_every})},
         # auto: the main file is the quant the ladder chose (the smallest that keeps the style), as users get it.
-        "export": {"quant": "auto", "extra_quants": []},
+        # page_report False: no output/report.html, whose style part samples and scores replies as this bench does.
+        "export": {"quant": "auto", "extra_quants": [], "style_report": page_report},
         "chat": {"n_gpu_layers": 0, **({} if temperature is None else {"temperature": temperature})},
     })
     prepare_conversation_data.run(cfg)
@@ -250,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="training prompts the base model answers for the pass-as-yours classifier (0: none)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="optimizer steps between evaluations (default: train.eval_every of config.yaml)")
+    parser.add_argument("--no-page-report", action="store_true",
+                        help="skip output/report.html (the export's report stage): this bench measures the style "
+                             "itself, and the page repeats that work (the test suite's shared run skips it)")
     parser.add_argument("--rescore", action="store_true",
                         help="score the replies of the run in --workdir again, without training or generating")
     args = parser.parse_args(argv)
@@ -266,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args.dataset.resolve() if args.dataset else None, args.persona, marker, args.prompts,
                          args.me, args.workdir.resolve(), args.model, args.steps, args.learning_rate,
                          args.reply_tokens, args.conversations, args.train_replies, args.temperature,
-                         args.replies_per_prompt, args.eval_every)
+                         args.replies_per_prompt, args.eval_every, not args.no_page_report)
         print("\n" + style.style_table(result["style"]) + "\n" + result["style"]["verdict"])
         alone = result["pass_as_yours_without_others"]
         if alone:

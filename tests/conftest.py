@@ -188,7 +188,8 @@ def sailor_run(demo_model_dir, tmp_path_factory) -> SailorRun:
     The dataset is generated (bench/synthetic_exports.py): the learned voice ends every reply with "⚓", and the 12
     prompts are held out. 30 steps, evaluated at steps 0, 15 and 30. The bench's pass-as-yours classifier is left out
     (--train-replies 0: the marker is the acceptance here; CI: 1086 s with it, 917 s without), and one reply per
-    prompt shows the marker share (the bench's 3 are for the style distance's floor).
+    prompt shows the marker share (the bench's 3 are for the style distance's floor). No report.html: its style part
+    repeats the bench's sampling, and tests/test_report.py makes the 270M's page itself.
     """
     sys.path.insert(0, str(PROJECT_ROOT / "bench"))
     from synthetic_exports import ME_NAME, SIGNATURE, write_styled_dataset
@@ -201,7 +202,7 @@ def sailor_run(demo_model_dir, tmp_path_factory) -> SailorRun:
         [sys.executable, str(PROJECT_ROOT / "bench" / "style_acceptance.py"), "--dataset", str(root / "dataset"),
          "--marker", SIGNATURE, "--prompts", str(prompts), "--me", ME_NAME, "--model", str(demo_model_dir),
          "--workdir", str(root / "work"), "--steps", "30", "--eval-every", "15",
-         "--train-replies", "0", "--replies-per-prompt", "1"],
+         "--train-replies", "0", "--replies-per-prompt", "1", "--no-page-report"],
         capture_output=True, text=True, encoding="utf-8",
     )
     return SailorRun(root / "work", result.stdout, result.stderr, result.returncode)
