@@ -1,7 +1,8 @@
 """Turn the merged model into checked GGUF files for LM Studio, KoboldCpp and Ollama.
 
 Reads:   output/merged/ (made by merge_lora; merged first unless --skip-merge), data/eval_dataset.jsonl for the
-         logit check (a built-in prompt set when it is missing).
+         logit check (a built-in prompt set when it is missing), data/train_dataset.jsonl for the K-quants'
+         importance matrix (export.imatrix, ftg/imatrix.py).
 Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from; removed
                                            at the end unless export.keep_f16
          output/finetuned_gemma.gguf       the main file: with export.quant auto (the default) the smallest quant of
