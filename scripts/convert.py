@@ -1,7 +1,8 @@
 """Turn the merged model into checked GGUF files for LM Studio, KoboldCpp and Ollama.
 
 Reads:   output/merged/ (made by merge_lora; merged first unless --skip-merge), data/eval_dataset.jsonl for the
-         logit check (a built-in prompt set when it is missing).
+         logit check (a built-in prompt set when it is missing), data/train_dataset.jsonl for the K-quants'
+         importance matrix (export.imatrix, ftg/imatrix.py).
 Writes:  output/finetuned_gemma-F16.gguf   (or -BF16) the unquantized GGUF, checked first, quantized from; removed
                                            at the end unless export.keep_f16
          output/finetuned_gemma.gguf       the main file: with export.quant auto (the default) the smallest quant of
@@ -41,7 +42,7 @@ from ftg.gguf_make import (PRECISIONS, QUANTS, convert_hf_to_gguf, count_paramet
                            quantize, require_converter, tensor_type_counts, tensor_types, tensor_types_for)
 from ftg.llama_runtime import RUNTIME_MISSING, runtime_available
 from ftg.models import load_tokenizer
-from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, gguf_file, merged_dir
+from ftg.paths import EVAL_FILE, GGUF_REPORT, MERGE_RECORD, MODELFILE, TRAIN_FILE, gguf_file, merged_dir
 from ftg.runs import find_run, read_run
 
 SECTIONS = ["paths", "model", "export", "chat"]
@@ -145,9 +146,36 @@ def style_rule(export) -> dict:
             "marker_tolerance": export.marker_tolerance}
 
 
+def build_imatrix(cfg, merged: Path, full: Path, quants: list[str]):
+    """The importance matrix of the K-quants from data/train_dataset.jsonl (ftg/imatrix.py), or None when
+    export.imatrix is off, no K-quant is written, or there are no training conversations."""
+    from ftg import imatrix
+
+    export, train = cfg.export, cfg.paths.data_dir / TRAIN_FILE
+    if not export.imatrix or not any(imatrix.uses_imatrix(q) for q in quants):
+        return None
+    if not train.exists():
+        print(f"No {train}: the K-quants are made without an importance matrix.")
+        return None
+    print(f"Computing the importance matrix of the K-quants from {train} (up to {export.imatrix_tokens} tokens)...")
+    found = imatrix.compute(merged, full, train, export.imatrix_tokens)
+    print(f"  {len(found.data)} tensors mapped over {found.tokens} tokens of {found.conversations} conversations "
+          f"in {found.seconds:.1f} s" + (f"; not mapped: {', '.join(found.skipped)}" if found.skipped else ""))
+    return found
+
+
+def write_quant(full: Path, output_dir: Path, quant: str, tensor_types: dict, imatrix) -> tuple[Path, bool]:
+    """(the unquantized file quantized to quant, whether it was made with the importance matrix)."""
+    from ftg.imatrix import uses_imatrix
+
+    used = imatrix is not None and uses_imatrix(quant)
+    out = quantize(full, gguf_file(output_dir, quant, NO_MAIN), quant, tensor_types, imatrix.data if used else None)
+    return out, used
+
+
 # long: the ladder of the module docstring: measure F16, then each rung until one keeps the style, then choose
 def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: dict, reference,
-                        tensor_types: dict) -> str:
+                        tensor_types: dict, imatrix=None) -> str:
     """Quantize the ladder (or the forced quant), measure each against F16 and the merged model, record it all in
     report["ladder"]; returns the main file's type."""
     from ftg import quant_ladder
@@ -157,8 +185,8 @@ def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: d
     rungs, rule, rows = ladder_types(export), style_rule(export), []
     if reference is None:  # nothing measured: the forced type, else Q8_0, practically lossless
         main_type = rungs[0] if forced else "Q8_0"
-        check_file(report, None, quantize(full, gguf_file(output_dir, main_type, NO_MAIN), main_type, tensor_types),
-                   main_type, False, export)
+        out, used = write_quant(full, output_dir, main_type, tensor_types, imatrix)
+        check_file(report, None, out, main_type, False, export)["imatrix"] = used
         report["ladder"] = {"choice": main_type, "reason": f"{main_type}: not measured (export.verify_gguf is off)"}
         return main_type
     print(f"Measuring which quant keeps your style ({', '.join(rungs)}; F16 is the baseline)...")
@@ -166,10 +194,11 @@ def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: d
     baseline = quant_ladder.measure(full, full_type, probe, cfg.chat, export)
     for quant in rungs:
         t = time.time()
-        out = quantize(full, gguf_file(output_dir, quant, NO_MAIN), quant, tensor_types)
+        out, used = write_quant(full, output_dir, quant, tensor_types, imatrix)
         report["timings"][f"quantize_{quant}_s"] = round(time.time() - t, 1)
-        check_file(report, reference, out, quant, False, export)
+        check_file(report, reference, out, quant, False, export)["imatrix"] = used
         rows.append(quant_ladder.measure(out, quant, probe, cfg.chat, export))
+        rows[-1]["imatrix"] = used
         kept, why = quant_ladder.keeps_style(rows[-1], baseline, rule)
         rows[-1]["keeps_style"], rows[-1]["why"] = kept, why
         if kept and not forced:
@@ -321,14 +350,18 @@ def run(cfg) -> Path:
     tensor_types = tensor_types_for(merged)  # 3n / 4: per_layer_token_embd stays Q8_0 (Ollama)
     report["tensor_type_overrides"] = tensor_types
     t = time.time()
-    main_type = quantize_and_choose(cfg, merged, full, full_type, report, reference, tensor_types)
+    imatrix = build_imatrix(cfg, merged, full, quants)
+    report["imatrix"] = imatrix.summary() if imatrix else None
+    timings["imatrix_s"] = round(time.time() - t, 1)
+    t = time.time()
+    main_type = quantize_and_choose(cfg, merged, full, full_type, report, reference, tensor_types, imatrix)
     timings["ladder_s"] = round(time.time() - t, 1)
     done = {row["type"] for row in report["files"]}
     for quant in tqdm([q for q in extra_types(export) if q not in done], desc="extra quants", unit="file"):
         t = time.time()
-        out = quantize(full, gguf_file(output_dir, quant, NO_MAIN), quant, tensor_types)
+        out, used = write_quant(full, output_dir, quant, tensor_types, imatrix)
         timings[f"quantize_{quant}_s"] = round(time.time() - t, 1)
-        check_file(report, reference, out, quant, False, export)
+        check_file(report, reference, out, quant, False, export)["imatrix"] = used
     main_file = keep_files(output_dir, report, main_type, full_type, export)
     report["status"] = "passed" if reference is not None else "not checked (export.verify_gguf is off)"
     timings["total_s"] = round(time.time() - started, 1)

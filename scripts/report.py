@@ -326,12 +326,13 @@ def ladder_html(ladder: dict) -> str:
                 else "yes" if keeps_style(row, ladder["baseline"], ladder["rule"])[0] else "no")
         rows.append([row["type"], f"{row['size_bytes'] / 1e6:,.0f} MB", f"{row['assistant']['top1_agreement']:.1%}",
                      f"{row['assistant']['mean_kl']:.4f}", f"{style['distance']:.2f}", share(style["pass_as_yours"]),
-                     share(style["marker_share"]), f"{style['words_mean']:g}", kept])
+                     share(style["marker_share"]), f"{style['words_mean']:g}",
+                     "yes" if row.get("imatrix") else "-", kept])
     reason = ladder["reason"][0].upper() + ladder["reason"][1:]
     return (f"<p><b>Main file (finetuned_gemma.gguf): {esc(reason)}.</b> Measured on your conversations: reply "
             "tokens against the merged model, and the style of sampled replies (distance to yours: 0 = the same).</p>"
             + table(["quant", "size", "reply top-1", "reply KL", "style distance", "pass as yours", "marker",
-                     "words", "kept?"], rows, {1, 2, 3, 4, 5, 6, 7}))
+                     "words", "imatrix", "kept?"], rows, {1, 2, 3, 4, 5, 6, 7}))
 
 
 def gguf_section(cfg) -> str:

@@ -118,6 +118,18 @@ def tiny_gemma3_dir(demo_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gguf(tiny_gemma3_dir) -> Path:
+    """The 2-layer random Gemma 3 as an f16 GGUF (with the chat template): a model that answers unlike the 270M."""
+    from ftg.gguf_make import convert_hf_to_gguf, count_parameters
+
+    target = CACHE_DIR / "tiny-gguf" / f"{tiny_gemma3_dir.name}-F16.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_hf_to_gguf(tiny_gemma3_dir, target, "f16", count_parameters(tiny_gemma3_dir))
+    return target
+
+
+@pytest.fixture(scope="session")
 def tiny_gemma3n_dir(demo_model_dir) -> Path:
     """A 4-layer random Gemma3nForCausalLM (2 KV-shared layers) with the real Gemma tokenizer and chat template."""
     return build_tiny_model(f"tiny-gemma3n-v{TINY_VERSION}", tiny_gemma3n_config(), "Gemma3nForCausalLM",

@@ -17,7 +17,7 @@ import pytest
 
 from download_model import DEMO_VERSION
 from ftg.config import PROJECT_ROOT, load_config
-from ftg.gguf_make import convert_hf_to_gguf, count_parameters, ensure_base_gguf
+from ftg.gguf_make import ensure_base_gguf
 from ftg.gguf_run import fit_to_context, generate_reply, open_gguf, prompt_tokens, render_prompt
 from ftg.llama_runtime import open_model
 from ftg.models import CACHE_DIR
@@ -34,16 +34,6 @@ def demo_gguf(demo_model_dir) -> Path:
     cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / f"demo-gguf-v{DEMO_VERSION}"},
                                  "model": {"model": str(demo_model_dir)}})
     return ensure_base_gguf(cfg, demo_model_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tiny_gemma3_dir) -> Path:
-    """The 2-layer random Gemma 3 as an f16 GGUF (with the chat template): a model that answers unlike the 270M."""
-    target = CACHE_DIR / "tiny-gguf" / f"{tiny_gemma3_dir.name}-F16.gguf"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_hf_to_gguf(tiny_gemma3_dir, target, "f16", count_parameters(tiny_gemma3_dir))
-    return target
 
 
 def greedy_reply(gguf: Path, messages: list[dict], max_tokens: int = 8) -> str:

@@ -138,6 +138,11 @@ class ExportConfig:
     """Tokens of each conversation scored on its reply tokens."""
     ladder_greedy_replies: int = 4
     """Greedy replies of each file compared with the merged model's."""
+    imatrix: bool = True
+    """Quantize the K-quants (Q4_K_M, Q5_K_M, Q6_K, Q3_K_M) with an importance matrix from your training
+    conversations (ftg/imatrix.py): one forward pass of the merged model over imatrix_tokens tokens."""
+    imatrix_tokens: int = 4096
+    """Tokens of your training conversations the importance matrix is averaged over."""
     keep_ladder: bool = False
     """Keep the ladder's other quants (finetuned_gemma-<TYPE>.gguf) beside the main file."""
     keep_f16: bool = False

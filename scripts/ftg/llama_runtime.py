@@ -385,11 +385,13 @@ def _ggml_type(lib, name: str) -> int:
         raise UserError(f"unknown tensor type {name!r} (use e.g. Q8_0, Q6_K, Q4_K, F16)") from None
 
 
-def quantize(src: Path, dst: Path, quant: str, tensor_types: dict[str, str] | None = None) -> None:
+def quantize(src: Path, dst: Path, quant: str, tensor_types: dict[str, str] | None = None,
+             imatrix: dict[str, np.ndarray] | None = None) -> None:
     """Write dst: src (a GGUF, F16/BF16/F32 or already quantized) at quant, one of QUANTS.
 
     tensor_types maps a tensor-name regex (searched anywhere in the name) to a ggml type for the tensors it
-    matches, e.g. {"per_layer_token_embd": "Q8_0"}. dst is written through a .partial file."""
+    matches, e.g. {"per_layer_token_embd": "Q8_0"}. imatrix maps a GGUF tensor name to its importance matrix,
+    float32 [ne[0]] (ftg/imatrix.py). dst is written through a .partial file."""
     ffi, lib = _runtime()
     quant = quant.upper()
     if quant not in QUANTS:
@@ -401,7 +403,7 @@ def quantize(src: Path, dst: Path, quant: str, tensor_types: dict[str, str] | No
     params.ftype = getattr(lib, "LLAMA_FTYPE_MOSTLY_" + quant)
     params.nthread = max(1, os.cpu_count() or 1)
     params.allow_requantize = True
-    keep = []  # the pattern strings must outlive the call
+    keep = []  # the pattern strings and imatrix buffers must outlive the call
     if tensor_types:
         overrides = ffi.new("struct llama_model_tensor_override[]", len(tensor_types) + 1)  # NULL-terminated
         for i, (pattern, type_name) in enumerate(tensor_types.items()):
@@ -409,6 +411,13 @@ def quantize(src: Path, dst: Path, quant: str, tensor_types: dict[str, str] | No
             overrides[i].pattern = keep[-1]
             overrides[i].type = _ggml_type(lib, type_name)
         params.tt_overrides = overrides
+    if imatrix:
+        entries = ffi.new("struct llama_model_imatrix_data[]", len(imatrix) + 1)  # ended by a NULL name
+        for i, (name, values) in enumerate(imatrix.items()):
+            keep.append(ffi.new("char[]", name.encode()))
+            keep.append(ffi.new("float[]", np.ascontiguousarray(values, dtype=np.float32).tolist()))
+            entries[i].name, entries[i].data, entries[i].size = keep[-2], keep[-1], len(values)
+        params.imatrix = entries
     partial = dst.with_name(dst.name + ".partial")
     _log_lines.clear()
     code = lib.llama_model_quantize(str(src).encode("utf-8"), str(partial).encode("utf-8"), ffi.new(

@@ -268,7 +268,7 @@ def choose(rows: list[dict], baseline: dict, rule: dict) -> tuple[str, str]:
 def table_lines(rows: list[dict], baseline: dict, rule: dict) -> list[str]:
     """The one table: each file, its size, reply-token agreement and KL, style figures, kept?"""
     lines = [f"  {'file':<7} {'size':>8} {'reply top-1':>11} {'reply KL':>9} {'style':>6} {'yours':>6} "
-             f"{'marker':>7} {'words':>6} {'greedy=HF':>9}  kept?"]
+             f"{'marker':>7} {'words':>6} {'greedy=HF':>9} {'imatrix':>7}  kept?"]
     for row in [baseline, *rows]:
         style, greedy = row["style"], row["greedy"]
         kept = "baseline" if row is baseline else ("yes" if keeps_style(row, baseline, rule)[0] else "no")
@@ -277,5 +277,6 @@ def table_lines(rows: list[dict], baseline: dict, rule: dict) -> list[str]:
             f"{row['assistant']['mean_kl']:>9.4f} {style['distance']:>6.2f} "
             f"{'-' if style['pass_as_yours'] is None else format(style['pass_as_yours'], '.0%'):>6} "
             f"{'-' if style['marker_share'] is None else format(style['marker_share'], '.0%'):>7} "
-            f"{style['words_mean']:>6.1f} {sum(g['same'] for g in greedy):>5}/{len(greedy):<3}  {kept}")
+            f"{style['words_mean']:>6.1f} {sum(g['same'] for g in greedy):>5}/{len(greedy):<3} "
+            f"{'yes' if row.get('imatrix') else '-':>7}  {kept}")
     return lines
