@@ -29,6 +29,7 @@ EMOJI_REPLIES = [
 """Replies with emoji that fall back to byte tokens (🦡 🫩 🧌 🪿 🩵) and ZWJ sequences."""
 
 
+@pytest.mark.slow  # 20 s: a second conversion of the tiny model; the fast loop checks decoding in the tiny family test
 def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_path):
     """llama.cpp's converter, run on the folder without tokenizer.model (what every Gemma 3 GGUF of ours was before
     issue 29), writes byte tokens as words: the token ids still match HF, the decoded text does not, and the check

@@ -29,6 +29,7 @@ def load_strictly(folder):
     return model
 
 
+@pytest.mark.slow  # 12 s; the fast loop merges in the tiny family test
 def test_merge_matches_the_adapter_reloads_strictly_and_is_idempotent(tiny_gemma3_dir, project_copy, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
