@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from ftg.gguf_check import FALLBACK_CONVERSATIONS, build_reference, check_gguf, problems
 from ftg.gguf_make import count_parameters
 from ftg.llama_runtime import open_model
