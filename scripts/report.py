@@ -314,7 +314,7 @@ def ladder_html(ladder: dict) -> str:
     """The quant ladder's one table (convert's last lines): each quant against F16, kept?, and the choice."""
     if "rows" not in ladder:
         return f"<p>Main file: {esc(ladder['reason'])}</p>" if ladder.get("reason") else ""
-    from ftg.quant_ladder import keeps_style
+    from ftg.quant_ladder import kept_label
 
     def share(value):
         return "-" if value is None else f"{value:.0%}"
@@ -322,8 +322,7 @@ def ladder_html(ladder: dict) -> str:
     rows = []
     for row in [ladder["baseline"], *ladder["rows"]]:
         style = row["style"]
-        kept = ("baseline" if row is ladder["baseline"]
-                else "yes" if keeps_style(row, ladder["baseline"], ladder["rule"])[0] else "no")
+        kept = kept_label(row, ladder["baseline"], ladder["rule"])
         rows.append([row["type"], f"{row['size_bytes'] / 1e6:,.0f} MB", f"{row['assistant']['top1_agreement']:.1%}",
                      f"{row['assistant']['mean_kl']:.4f}", f"{style['distance']:.2f}", share(style["pass_as_yours"]),
                      share(style["marker_share"]), f"{style['words_mean']:g}",

@@ -265,13 +265,18 @@ def choose(rows: list[dict], baseline: dict, rule: dict) -> tuple[str, str]:
     return baseline["type"], "; ".join(said)
 
 
+def kept_label(row: dict, baseline: dict, rule: dict) -> str:
+    """A ladder table's last column: "baseline" for the F16 row itself, else "yes" or "no" (keeps_style)."""
+    return "baseline" if row is baseline else ("yes" if keeps_style(row, baseline, rule)[0] else "no")
+
+
 def table_lines(rows: list[dict], baseline: dict, rule: dict) -> list[str]:
     """The one table: each file, its size, reply-token agreement and KL, style figures, kept?"""
     lines = [f"  {'file':<7} {'size':>8} {'reply top-1':>11} {'reply KL':>9} {'style':>6} {'yours':>6} "
              f"{'marker':>7} {'words':>6} {'greedy=HF':>9} {'imatrix':>7}  kept?"]
     for row in [baseline, *rows]:
         style, greedy = row["style"], row["greedy"]
-        kept = "baseline" if row is baseline else ("yes" if keeps_style(row, baseline, rule)[0] else "no")
+        kept = kept_label(row, baseline, rule)
         lines.append(
             f"  {row['type']:<7} {row['size_bytes'] / 1e6:>5,.0f} MB {row['assistant']['top1_agreement']:>11.1%} "
             f"{row['assistant']['mean_kl']:>9.4f} {style['distance']:>6.2f} "

@@ -190,15 +190,14 @@ def exported(output_dir: Path) -> dict:
 def ladder_rows(ladder: dict) -> dict:
     """The quant ladder of gguf_report.json as convert's last lines and report.html show it: each file measured
     against F16 on your replies, kept or not, and the choice with its reason ({} when no ladder ran)."""
-    from ftg.quant_ladder import keeps_style
+    from ftg.quant_ladder import kept_label
 
     if "rows" not in ladder:
         return {"reason": ladder.get("reason", ""), "rows": []} if ladder.get("reason") else {}
     rows = []
     for row in [ladder["baseline"], *ladder["rows"]]:
         style = row["style"]
-        kept = ("baseline" if row is ladder["baseline"]
-                else "yes" if keeps_style(row, ladder["baseline"], ladder["rule"])[0] else "no")
+        kept = kept_label(row, ladder["baseline"], ladder["rule"])
         rows.append({"type": row["type"], "size_mb": round(row["size_bytes"] / 1e6),
                      "top1": row["assistant"]["top1_agreement"], "distance": style["distance"],
                      "marker": style.get("marker_share"), "kept": kept, "chosen": row["type"] == ladder["choice"]})
