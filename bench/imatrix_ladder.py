@@ -6,6 +6,8 @@ export.imatrix false, then true. Prints both ladder tables and writes <workdir>/
 
 Run (about 10 minutes on 2 busy cores):
     nice -n 19 .venv/bin/python bench/imatrix_ladder.py --workdir /tmp/imat-bench --steps 60
+One export again, of the model an earlier run trained and merged in the same workdir:
+    .venv/bin/python bench/imatrix_ladder.py --workdir /tmp/imat-bench --steps 60 --only imatrix
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--conversations", type=int, default=36)
+    parser.add_argument("--only", choices=("plain", "imatrix"),
+                        help="one of the two exports (imatrix: of the model that an earlier run merged)")
     args = parser.parse_args()
     base = build_demo_model(demo_cache_dir())
     data, output = args.workdir / "data", args.workdir / "output"
@@ -111,8 +115,9 @@ def main() -> int:
     if not (run_dir / "run.json").exists():
         print(f"Training {args.steps} steps, lr {args.lr}, on {len(chats) - len(held)} conversations...")
         train_adapter(base, chats[len(held):], run_dir, args.steps, args.lr)
-    results = {}
-    for use in (False, True):
+    out_file = args.workdir / "imatrix_ladder.json"
+    results = json.loads(out_file.read_text(encoding="utf-8")) if args.only and out_file.exists() else {}
+    for use in [u for u in (False, True) if args.only in (None, "imatrix" if u else "plain")]:
         cfg = load_config(overrides={"paths": {"output_dir": str(output), "data_dir": str(data)},
                                      "export": {"imatrix": use, "style_report": False, "keep_ladder": True}})
         started = time.time()
@@ -130,7 +135,7 @@ def main() -> int:
                       "marker": r["style"]["marker_share"], "distance": r["style"]["distance"],
                       "greedy_same": sum(g["same"] for g in r["greedy"]), "kept": r["keeps_style"]}
                      for r in [ladder["baseline"] | {"keeps_style": None}, *ladder["rows"]]]}
-    (args.workdir / "imatrix_ladder.json").write_text(json.dumps(results, indent=1, ensure_ascii=False),
+    out_file.write_text(json.dumps(results, indent=1, ensure_ascii=False),
                                                      encoding="utf-8")
     for key, result in results.items():
         print(f"\n{key}: chose {result['choice']} ({result['reason']})")

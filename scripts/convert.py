@@ -146,7 +146,7 @@ def style_rule(export) -> dict:
             "marker_tolerance": export.marker_tolerance}
 
 
-def build_imatrix(cfg, merged: Path, full: Path, quants: list[str]):
+def build_imatrix(cfg, merged: Path, tokenizer, full: Path, quants: list[str]):
     """The importance matrix of the K-quants from data/train_dataset.jsonl (ftg/imatrix.py), or None when
     export.imatrix is off, no K-quant is written, or there are no training conversations."""
     from ftg import imatrix
@@ -158,7 +158,7 @@ def build_imatrix(cfg, merged: Path, full: Path, quants: list[str]):
         print(f"No {train}: the K-quants are made without an importance matrix.")
         return None
     print(f"Computing the importance matrix of the K-quants from {train} (up to {export.imatrix_tokens} tokens)...")
-    found = imatrix.compute(merged, full, train, export.imatrix_tokens)
+    found = imatrix.compute(merged, tokenizer, full, train, export.imatrix_tokens)
     print(f"  {len(found.data)} tensors mapped over {found.tokens} tokens of {found.conversations} conversations "
           f"in {found.seconds:.1f} s" + (f"; not mapped: {', '.join(found.skipped)}" if found.skipped else ""))
     return found
@@ -174,7 +174,7 @@ def write_quant(full: Path, output_dir: Path, quant: str, tensor_types: dict, im
 
 
 # long: the ladder of the module docstring: measure F16, then each rung until one keeps the style, then choose
-def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: dict, reference,
+def quantize_and_choose(cfg, merged: Path, tokenizer, full: Path, full_type: str, report: dict, reference,
                         tensor_types: dict, imatrix=None) -> str:
     """Quantize the ladder (or the forced quant), measure each against F16 and the merged model, record it all in
     report["ladder"]; returns the main file's type."""
@@ -190,7 +190,7 @@ def quantize_and_choose(cfg, merged: Path, full: Path, full_type: str, report: d
         report["ladder"] = {"choice": main_type, "reason": f"{main_type}: not measured (export.verify_gguf is off)"}
         return main_type
     print(f"Measuring which quant keeps your style ({', '.join(rungs)}; F16 is the baseline)...")
-    probe = quant_ladder.build_probe(merged, cfg.paths.data_dir, export, cfg.chat)
+    probe = quant_ladder.build_probe(merged, tokenizer, cfg.paths.data_dir, export, cfg.chat)
     baseline = quant_ladder.measure(full, full_type, probe, cfg.chat, export)
     for quant in rungs:
         t = time.time()
@@ -250,7 +250,7 @@ def print_ladder(report: dict) -> None:
     print(f"Main file: {ladder['reason'][0].upper() + ladder['reason'][1:]}.")
 
 
-def build_reference(cfg, merged: Path, n_params: int):
+def build_reference(cfg, merged: Path, tokenizer, n_params: int):
     """What the merged model says on the held-out conversations (None when export.verify_gguf is off)."""
     from ftg import gguf_check
 
@@ -259,7 +259,7 @@ def build_reference(cfg, merged: Path, n_params: int):
         return None
     conversations, source = gguf_check.check_conversations(cfg.paths.data_dir / EVAL_FILE, export.verify_prompts)
     print(f"Checking against the merged model on {len(conversations)} conversations from {source}...")
-    return gguf_check.build_reference(merged, conversations, source, export.verify_tokens, export.reply_tokens,
+    return gguf_check.build_reference(merged, tokenizer, conversations, source, export.verify_tokens, export.reply_tokens,
                                       n_params)
 
 
@@ -338,7 +338,8 @@ def run(cfg) -> Path:
     full_type = PRECISIONS[precision]
     full = convert_hf_to_gguf(merged, gguf_file(output_dir, full_type, NO_MAIN), precision, n_params)
     timings = {"convert_s": round(time.time() - started, 1)}
-    reference = build_reference(cfg, merged, n_params)
+    tokenizer = load_tokenizer(merged)  # once: the reference, the imatrix, the ladder and the Modelfile use it
+    reference = build_reference(cfg, merged, tokenizer, n_params)
     timings["reference_s"] = round(time.time() - started - timings["convert_s"], 1)
     report = {"status": "running", "merged_model": str(merged), "run_name": record.get("run_name", ""),
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "min_top1_agreement": export.min_top1_agreement,
@@ -350,11 +351,11 @@ def run(cfg) -> Path:
     tensor_types = tensor_types_for(merged)  # 3n / 4: per_layer_token_embd stays Q8_0 (Ollama)
     report["tensor_type_overrides"] = tensor_types
     t = time.time()
-    imatrix = build_imatrix(cfg, merged, full, quants)
+    imatrix = build_imatrix(cfg, merged, tokenizer, full, quants)
     report["imatrix"] = imatrix.summary() if imatrix else None
     timings["imatrix_s"] = round(time.time() - t, 1)
     t = time.time()
-    main_type = quantize_and_choose(cfg, merged, full, full_type, report, reference, tensor_types, imatrix)
+    main_type = quantize_and_choose(cfg, merged, tokenizer, full, full_type, report, reference, tensor_types, imatrix)
     timings["ladder_s"] = round(time.time() - t, 1)
     done = {row["type"] for row in report["files"]}
     for quant in tqdm([q for q in extra_types(export) if q not in done], desc="extra quants", unit="file"):
@@ -369,7 +370,7 @@ def run(cfg) -> Path:
     if reference is not None:
         print_table(report)
         print_ladder(report)
-    modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(load_tokenizer(merged)))
+    modelfile = write_modelfile(output_dir, main_file, ChatFormat.from_tokenizer(tokenizer))
     print(f"\nReport: {output_dir / GGUF_REPORT}\nOllama Modelfile: {modelfile} (FROM ./{main_file.name}, "
           f"{main_type})")
     return main_file

@@ -7,6 +7,7 @@ second test run, or a fresh clone on the same machine, reuses it. The tiny model
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -30,6 +31,16 @@ def gpu_available() -> bool:
 
 
 requires_gpu = pytest.mark.skipif(not gpu_available(), reason="needs a CUDA GPU")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_of():
+    """ftg.models.load_tokenizer, once per folder for the session: a Gemma tokenizer.json takes about 3 s to read on
+    2 cores, and the tests read the same few folders' tokenizers again and again. Tests only use it (encode, decode,
+    apply_chat_template); a test that changes a tokenizer loads its own."""
+    from ftg.models import load_tokenizer
+
+    return functools.cache(lambda folder: load_tokenizer(Path(folder)))
 
 
 @pytest.fixture(scope="session")

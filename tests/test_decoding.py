@@ -17,7 +17,6 @@ import pytest
 from ftg.gguf_check import FALLBACK_CONVERSATIONS, build_reference, check_gguf, problems
 from ftg.gguf_make import count_parameters
 from ftg.llama_runtime import open_model
-from ftg.models import load_tokenizer
 from ftg.paths import CONVERTER_SCRIPT
 from ftg.tokenizer_model import TOKENIZER_MODEL
 from test_chat import demo_gguf  # noqa: F401  (the demo model's Q4_K_M GGUF, converted once per demo version)
@@ -32,7 +31,7 @@ EMOJI_REPLIES = [
 
 
 @pytest.mark.slow  # 20 s: a second conversion of the tiny model; the fast loop checks decoding in the tiny family test
-def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_path):
+def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_path, tokenizer_of):
     """llama.cpp's converter, run on the folder without tokenizer.model (what every Gemma 3 GGUF of ours was before
     issue 29), writes byte tokens as words: the token ids still match HF, the decoded text does not, and the check
     says so with the first differing text. (That our convert_hf_to_gguf passes it: test_families' stages test.)"""
@@ -41,8 +40,8 @@ def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_pat
     words = tmp_path / "bytes-as-words-F16.gguf"
     subprocess.run([sys.executable, str(CONVERTER_SCRIPT), str(folder), "--outfile", str(words), "--outtype", "f16"],
                    check=True, capture_output=True)
-    reference = build_reference(tiny_gemma3_dir, FALLBACK_CONVERSATIONS[:1], "test", 48, 4,
-                                count_parameters(tiny_gemma3_dir))
+    reference = build_reference(tiny_gemma3_dir, tokenizer_of(tiny_gemma3_dir), FALLBACK_CONVERSATIONS[:1], "test",
+                                48, 4, count_parameters(tiny_gemma3_dir))
     bad = check_gguf(words, reference, 4)
     assert bad["tokenizer"]["ok"]  # ids alone agree
     assert not bad["decode"]["ok"] and bad["decode"]["mismatched_texts"] >= 3, bad["decode"]
@@ -50,14 +49,14 @@ def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_pat
     assert found and "<0xF0>" in found[0] and "tokenizer.model" in found[0], problems(bad, 0.0)
 
 
-def test_emoji_replies_read_the_same_through_the_demo_gguf(demo_model_dir, demo_gguf):  # noqa: F811
+def test_emoji_replies_read_the_same_through_the_demo_gguf(demo_model_dir, demo_gguf, tokenizer_of):  # noqa: F811
     """HF's ids of emoji replies decode through the demo GGUF to the same text; and greedy on the HF model and on the
     GGUF continues a run of badgers with the same byte tokens (🦡 is 4 byte tokens) and the same text, no "<0x"."""
     import torch
 
     from ftg.models import load_causal_lm
 
-    tokenizer = load_tokenizer(demo_model_dir)
+    tokenizer = tokenizer_of(demo_model_dir)
     prompt = [tokenizer.bos_token_id] + tokenizer("🦡🦡🦡🦡🦡🦡", add_special_tokens=False)["input_ids"]
     with open_model(demo_gguf, n_ctx=256) as model:
         assert model.metadata["tokenizer.ggml.model"] == "llama"  # SentencePiece, byte tokens typed BYTE

@@ -41,7 +41,7 @@ CHAT = [
 
 
 @pytest.mark.parametrize("fixture", MULTIMODAL)
-def test_fixture_copies_the_hub_layout(fixture, request):
+def test_fixture_copies_the_hub_layout(fixture, request, tokenizer_of):
     from hub_layouts import tensor_prefixes
 
     folder = request.getfixturevalue(fixture)
@@ -60,7 +60,7 @@ def test_fixture_copies_the_hub_layout(fixture, request):
         assert {"model.language_model", "model.vision_tower", "model.audio_tower", "model.embed_vision",
                 "model.embed_audio"} <= prefixes
     generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
-    tokenizer = load_tokenizer(folder)
+    tokenizer = tokenizer_of(folder)
     assert generation["eos_token_id"] == [1, tokenizer.convert_tokens_to_ids(FAMILIES[fixture][2])]
     if fixture == "hub_gemma4_mm_dir":
         assert "stand-in" in (folder / "STAND-IN.txt").read_text(encoding="utf-8")
@@ -77,11 +77,11 @@ def test_fixture_copies_the_hub_layout(fixture, request):
 
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
-def test_chat_format_comes_from_the_models_template(fixture, request, tmp_path):
+def test_chat_format_comes_from_the_models_template(fixture, request, tmp_path, tokenizer_of):
     import convert
 
     folder = request.getfixturevalue(fixture)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = tokenizer_of(folder)
     fmt = ChatFormat.from_tokenizer(tokenizer)
     _, _, end, extra, stop_line = FAMILIES[fixture]
     assert fmt.end_of_turn == end and fmt.generation_extra == extra
@@ -118,8 +118,8 @@ def test_a_tokenizer_without_turn_tokens_trains_no_rows():
 
 
 @pytest.mark.parametrize("fixture", list(FAMILIES))
-def test_only_the_models_turns_and_their_end_of_turn_are_trained(fixture, request):
-    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+def test_only_the_models_turns_and_their_end_of_turn_are_trained(fixture, request, tokenizer_of):
+    tokenizer = tokenizer_of(request.getfixturevalue(fixture))
     fmt = ChatFormat.from_tokenizer(tokenizer)
     sample = tokenize_conversation(tokenizer, CHAT, 512)
     ids, labels = sample["input_ids"], sample["labels"]
@@ -156,13 +156,13 @@ def _kv_model(fixture, request):
 
 
 @pytest.mark.parametrize("fixture", ["hub_gemma3n_mm_dir", "hub_gemma4_mm_dir"])
-def test_kv_sharing_no_cache_matches_incremental_decoding(fixture, request):
+def test_kv_sharing_no_cache_matches_incremental_decoding(fixture, request, tokenizer_of):
     """We train with use_cache=False; the KV-shared layers must then compute what inference (with a cache) does
     (transformers#45242 reported otherwise for Gemma 4). Packed batches too."""
     from transformers import DataCollatorWithFlattening
 
     model = _kv_model(fixture, request).eval()
-    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+    tokenizer = tokenizer_of(request.getfixturevalue(fixture))
     ids = tokenize_conversation(tokenizer, CHAT, 512)["input_ids"][:40]
     with torch.no_grad():
         full = model(torch.tensor([ids]), use_cache=False).logits[0]
@@ -186,12 +186,12 @@ def test_kv_sharing_no_cache_matches_incremental_decoding(fixture, request):
 
 
 @pytest.mark.parametrize("fixture", ["hub_gemma3n_mm_dir", "hub_gemma4_mm_dir"])
-def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture, request):
+def test_kv_sharing_loss_and_gradients_equal_with_gradient_checkpointing(fixture, request, tokenizer_of):
     model = _kv_model(fixture, request).train()
     for module in model.modules():  # dropout off: the two passes must see the same function
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    tokenizer = load_tokenizer(request.getfixturevalue(fixture))
+    tokenizer = tokenizer_of(request.getfixturevalue(fixture))
     sample = tokenize_conversation(tokenizer, CHAT, 512)
     batch = {"input_ids": torch.tensor([sample["input_ids"]]), "labels": torch.tensor([sample["labels"]])}
     results = []

@@ -72,8 +72,8 @@ def losses_by_step(checkpoint: Path) -> dict[int, float]:
 # ------------------------------------------------------------------------------------------------ data and masking
 
 
-def test_exactly_one_bos_and_only_assistant_turns_with_end_of_turn_are_labelled(tiny_gemma3_dir):
-    tokenizer = load_tokenizer(tiny_gemma3_dir)
+def test_exactly_one_bos_and_only_assistant_turns_with_end_of_turn_are_labelled(tiny_gemma3_dir, tokenizer_of):
+    tokenizer = tokenizer_of(tiny_gemma3_dir)
     messages = [
         {"role": "system", "content": "Отвечай коротко."},
         {"role": "user", "content": "Привет! Как дела?"},
@@ -106,8 +106,8 @@ def test_exactly_one_bos_and_only_assistant_turns_with_end_of_turn_are_labelled(
     assert short["truncated"] and len(short["input_ids"]) == 30
 
 
-def test_malformed_lines_are_reported_with_their_line_and_skipped(tiny_gemma3_dir, tmp_path):
-    tokenizer = load_tokenizer(tiny_gemma3_dir)
+def test_malformed_lines_are_reported_with_their_line_and_skipped(tiny_gemma3_dir, tmp_path, tokenizer_of):
+    tokenizer = tokenizer_of(tiny_gemma3_dir)
     good = json.dumps(conversation(1), ensure_ascii=False)
     lines = [
         good,

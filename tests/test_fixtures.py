@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ftg.models import load_causal_lm, load_tokenizer
+from ftg.models import load_causal_lm
 
 
 @pytest.mark.parametrize("fixture_name", ["demo_model_dir", "tiny_gemma3_dir", "tiny_gemma3n_dir"])
-def test_fixture_loads_and_generates(fixture_name, request):
+def test_fixture_loads_and_generates(fixture_name, request, tokenizer_of):
     folder = request.getfixturevalue(fixture_name)
-    tokenizer = load_tokenizer(folder)
+    tokenizer = tokenizer_of(folder)
     model = load_causal_lm(folder, dtype=torch.float32)
     assert len(tokenizer) == 262144
     prompt = tokenizer.apply_chat_template(
@@ -25,13 +25,13 @@ def test_fixture_loads_and_generates(fixture_name, request):
     assert torch.isfinite(model(**prompt).logits).all()
 
 
-def test_demo_model_is_real_gemma(demo_model_dir):
+def test_demo_model_is_real_gemma(demo_model_dir, tokenizer_of):
     """The demo folder carries real trained weights: plain English costs few nats per token.
 
     A random model with Gemma's vocabulary scores about ln(262144) = 12.5 nats per token; the real 270M scored 2.39
     on this sentence when this test was written.
     """
-    tokenizer = load_tokenizer(demo_model_dir)
+    tokenizer = tokenizer_of(demo_model_dir)
     model = load_causal_lm(demo_model_dir, dtype=torch.float32)
     inputs = tokenizer("The capital of France is", return_tensors="pt")
     assert inputs["input_ids"][0].tolist() == [2, 818, 5279, 529, 7001, 563]

@@ -13,7 +13,7 @@ import torch
 
 from download_model import build_demo_model, demo_gguf_path
 from ftg.config import PROJECT_ROOT
-from ftg.models import load_causal_lm, load_tokenizer
+from ftg.models import load_causal_lm
 
 LAUNCHERS = [
     "prepare_venv", "download_model", "prepare_dataset", "finetune_gemma", "check_tensorboard_runs",
@@ -97,7 +97,7 @@ def test_demo_model_second_build_is_instant(demo_model_dir, tmp_path):
     assert (target / "tokenizer.model").exists()  # the Hub's tokenizer files, for llama.cpp's SentencePiece path
 
 
-def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir):
+def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir, tokenizer_of):
     """Greedy continuation in transformers equals llama.cpp's on the original Q4_K_M GGUF.
 
     Measured when written: the first 15 of 16 new tokens agree; the 16th differs (" and" vs ".") because llama.cpp
@@ -109,7 +109,7 @@ def test_demo_model_matches_the_gguf_it_came_from(demo_model_dir):
     with open_model(demo_gguf_path(), n_ctx=128) as llm:
         ids = [llm.bos_id] + llm.tokenize(prompt)
         gguf_tokens = list(llm.generate(ids, max_tokens=12))
-    tokenizer = load_tokenizer(demo_model_dir)
+    tokenizer = tokenizer_of(demo_model_dir)
     model = load_causal_lm(demo_model_dir, dtype=torch.float32)
     inputs = tokenizer(prompt, return_tensors="pt")
     assert inputs["input_ids"][0].tolist() == ids

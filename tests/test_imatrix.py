@@ -36,13 +36,14 @@ def tensor_bytes(path) -> dict[str, tuple[str, bytes]]:
     return found
 
 
-def test_imatrix_is_mapped_and_reaches_the_quantizer(tiny_gemma3_dir, tiny_gguf, tmp_path):
+def test_imatrix_is_mapped_and_reaches_the_quantizer(tiny_gemma3_dir, tiny_gguf, tmp_path, tokenizer_of):
     train = tmp_path / "train_dataset.jsonl"
     train.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in CONVERSATIONS),
                      encoding="utf-8")
     cfg = load_config(overrides={"paths": {"data_dir": str(tmp_path)}, "export": {"imatrix_tokens": 300}})
-    assert convert.build_imatrix(cfg, tiny_gemma3_dir, tiny_gguf, ["Q8_0", "F16"]) is None  # no K-quant to make
-    found = convert.build_imatrix(cfg, tiny_gemma3_dir, tiny_gguf, ["Q4_K_M", "Q8_0"])
+    tokenizer = tokenizer_of(tiny_gemma3_dir)
+    assert convert.build_imatrix(cfg, tiny_gemma3_dir, tokenizer, tiny_gguf, ["Q8_0", "F16"]) is None  # no K-quant
+    found = convert.build_imatrix(cfg, tiny_gemma3_dir, tokenizer, tiny_gguf, ["Q4_K_M", "Q8_0"])
     shapes = {name: shape for name, (_, shape, _) in gguf_header(tiny_gguf)[1].items()}
     assert sorted(found.data) == sorted(f"blk.{b}.{n}.weight" for b in range(2) for n in LINEAR)
     assert found.skipped == [] and found.tokens == 300 and 1 < found.conversations < len(CONVERSATIONS)

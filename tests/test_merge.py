@@ -115,18 +115,22 @@ def test_no_run_is_one_clear_line(project_copy, capsys):
         merge_lora.run(project_config(project_copy), "nope")
 
 
-def test_latest_run_is_the_newest_run_json(tiny_gemma3_dir, project_copy):
+def test_latest_run_is_the_newest_run_json(tmp_path):
+    """find_run reads only run.json (and latest_run.txt), so the runs here have no adapters."""
     import os
 
     from ftg.runs import find_run
 
-    old = make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM", name="old")
-    new = make_run(project_copy / "output", tiny_gemma3_dir, "Gemma3ForCausalLM", name="новый")
+    output = tmp_path / "выход"
+    old, new = output / "runs" / "old", output / "runs" / "новый"
+    for run in (old, new):
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"run_name": run.name}, ensure_ascii=False), encoding="utf-8")
     os.utime(old / "run.json", (1, 1))
-    assert find_run(project_copy / "output") == new
-    assert find_run(project_copy / "output", "old") == old
-    (project_copy / "output" / "runs" / "latest_run.txt").write_text("old", encoding="utf-8")
-    assert find_run(project_copy / "output") == old
+    assert find_run(output) == new
+    assert find_run(output, "old") == old
+    (output / "runs" / "latest_run.txt").write_text("old", encoding="utf-8")
+    assert find_run(output) == old
 
 
 def test_full_disk_is_refused_before_any_work(tiny_gemma3_dir, project_copy, monkeypatch):

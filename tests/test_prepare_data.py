@@ -351,9 +351,7 @@ def test_split_is_by_conversation_seeded_and_made_before_expansion(tmp_path):
     assert {e["conversation_id"] for e in other[report["examples_train"]:]} != held
 
 
-def test_lengths_use_gemma_chat_template_and_keep_the_final_reply(tmp_path, tiny_gemma3_dir):
-    from ftg.models import load_tokenizer
-
+def test_lengths_use_gemma_chat_template_and_keep_the_final_reply(tmp_path, tiny_gemma3_dir, tokenizer_of):
     long_story = " ".join(f"Sentence number {i} of a long story about the sea." for i in range(40))
     records = [
         {"messages": [{"role": "user", "content": f"Question 0: {long_story}"},
@@ -370,7 +368,7 @@ def test_lengths_use_gemma_chat_template_and_keep_the_final_reply(tmp_path, tiny
     examples, report = prepare(tmp_path, folder, mode="conversational", max_example_tokens=limit,
                                model=tiny_gemma3_dir)
     assert report["token_lengths"]["measured_with"].startswith("tokenizer and chat template")
-    tokenizer = load_tokenizer(tiny_gemma3_dir)
+    tokenizer = tokenizer_of(tiny_gemma3_dir)
     lengths = []
     for example in examples:
         ids = tokenizer.apply_chat_template(example["messages"], tokenize=True)["input_ids"]

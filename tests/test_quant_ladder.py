@@ -57,11 +57,9 @@ def test_probe_tops_up_from_training_conversations_the_classifier_does_not_learn
     assert [m[-1]["content"] for m in probe[1:]] == ["train a7", "train a8", "train a9"] and len(train) == 10
 
 
-def test_assistant_rows_are_the_reply_tokens(demo_model_dir):
+def test_assistant_rows_are_the_reply_tokens(demo_model_dir, tokenizer_of):
     """The mask, read back: the tokens it marks decode to the replies and their end-of-turn, nothing of the prompts."""
-    from ftg.models import load_tokenizer
-
-    tokenizer = load_tokenizer(demo_model_dir)
+    tokenizer = tokenizer_of(demo_model_dir)
     messages = [{"role": "user", "content": "Привет!"}, {"role": "assistant", "content": "Йо-хо-хо! ⚓"},
                 {"role": "user", "content": "Как дела?"}, {"role": "assistant", "content": "Отлично ⚓"}]
     ids, rows = assistant_rows(tokenizer, messages, 128)

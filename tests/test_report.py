@@ -198,16 +198,14 @@ def test_report_names_the_missing_inputs_and_their_steps(project_copy):
 
 
 @pytest.mark.slow  # the 270M in transformers and in llama.cpp on the same replies (~18 s)
-def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir):  # noqa: F811
+def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir, tokenizer_of):  # noqa: F811
     """The reply-only loss from llama.cpp equals the one transformers computes on the same tokens (Q4_K_M vs fp32:
     within 0.1 nats per token). A prompt/reply split that is off by one token would be far outside."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ftg.models import load_tokenizer
-
     figures = reply_perplexity(demo_gguf, EVAL_CONVERSATIONS, n_gpu_layers=0)
-    tokenizer = load_tokenizer(demo_model_dir)
+    tokenizer = tokenizer_of(demo_model_dir)
     model = AutoModelForCausalLM.from_pretrained(demo_model_dir, dtype=torch.float32)
     words_nll = all_nll = 0.0
     words = 0

@@ -103,6 +103,8 @@ def resolve(tmp_path: Path, platform: str, python: str, packages: list[str]) -> 
     return {name.lower(): version for name, version in pins.items()}
 
 
+# slow: each resolves about 70 packages against PyPI (3-10 s, the network's time); CI runs them.
+@pytest.mark.slow
 @pytest.mark.parametrize("python", ["3.11", "3.12"])
 def test_windows_install_needs_no_compiler(tmp_path, python):
     """Everything prepare_venv.bat installs has a win_amd64 wheel (torch from PyPI: the CPU build of the same
@@ -113,6 +115,7 @@ def test_windows_install_needs_no_compiler(tmp_path, python):
     assert not any(name.startswith("nvidia-") for name in wheels)
 
 
+@pytest.mark.slow
 def test_linux_gpu_install_needs_no_compiler(tmp_path):
     """The Linux GPU set: PyPI's torch (a CUDA build, with its nvidia-* wheels), bitsandbytes, the rest."""
     wheels = resolve(tmp_path, "x86_64-manylinux_2_28", "3.11", install_set("prepare_venv.sh"))

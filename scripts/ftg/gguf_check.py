@@ -142,14 +142,15 @@ def reference_placement(n_params: int) -> tuple[str, object]:
 
 
 # long: one pass with the merged model loaded once: teacher-forced log-probs, then the greedy reference reply
-def build_reference(merged: Path, conversations: list[list[dict]], source: str, verify_tokens: int,
+def build_reference(merged: Path, tokenizer, conversations: list[list[dict]], source: str, verify_tokens: int,
                     reply_tokens: int, n_params: int) -> Reference:
+    """tokenizer: the merged model's (ftg.models.load_tokenizer), loaded once by the caller: a Gemma tokenizer.json
+    takes about 3 s to read on 2 cores, and convert needs it for the reference, the imatrix and the ladder."""
     import torch
     from tqdm import tqdm
 
-    from ftg.models import load_causal_lm, load_tokenizer
+    from ftg.models import load_causal_lm
 
-    tokenizer = load_tokenizer(merged)
     chat_format = ChatFormat.from_tokenizer(tokenizer)
     sequences, accepted = [], []
     for messages in conversations:
@@ -163,7 +164,7 @@ def build_reference(merged: Path, conversations: list[list[dict]], source: str, 
         accepted.append(messages)
     if not sequences:
         print("  No eval conversation fits the chat template; using the built-in prompts instead.")
-        return build_reference(merged, FALLBACK_CONVERSATIONS, "built-in prompts", verify_tokens, reply_tokens,
+        return build_reference(merged, tokenizer, FALLBACK_CONVERSATIONS, "built-in prompts", verify_tokens, reply_tokens,
                                n_params)
     device, dtype = reference_placement(n_params)
     model = load_causal_lm(merged, dtype=dtype).to(device).eval()

@@ -77,7 +77,7 @@ def gguf_name(module_name: str, name_map) -> str | None:
 
 
 # long: load, hook every linear layer of the blocks, run the conversations, map and check each name
-def compute(merged: Path, full_gguf: Path, train_file: Path, max_tokens: int) -> Imatrix:
+def compute(merged: Path, tokenizer, full_gguf: Path, train_file: Path, max_tokens: int) -> Imatrix:
     """The imatrix of the merged model over up to max_tokens tokens of train_file's conversations, keyed by the
     names of full_gguf's tensors (each checked to exist there with ne[0] = the layer's input width)."""
     import gguf
@@ -86,7 +86,7 @@ def compute(merged: Path, full_gguf: Path, train_file: Path, max_tokens: int) ->
     from ftg.errors import UserError
     from ftg.gguf_check import reference_placement
     from ftg.gguf_make import count_parameters, gguf_header
-    from ftg.models import load_causal_lm, load_tokenizer
+    from ftg.models import load_causal_lm
     from ftg.training_data import DataStats, read_conversations
 
     started = time.time()
@@ -94,7 +94,6 @@ def compute(merged: Path, full_gguf: Path, train_file: Path, max_tokens: int) ->
     arch = next((a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == architecture), None)
     if arch is None:
         raise UserError(f"{full_gguf.name}: gguf-py does not know the architecture {architecture!r}.")
-    tokenizer = load_tokenizer(merged)
     conversations = read_conversations(train_file, DataStats())
     sequences = calibration_ids(tokenizer, conversations, max_tokens)
     device, dtype = reference_placement(count_parameters(merged))

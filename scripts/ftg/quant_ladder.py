@@ -129,16 +129,15 @@ def assistant_rows(tokenizer, messages: list[dict], length: int) -> tuple[list[i
 
 
 # long: one pass with the merged model loaded once: the assistant-token log-probs, then its greedy replies
-def build_probe(merged: Path, data_dir: Path, export, chat_cfg) -> Probe:
+def build_probe(merged: Path, tokenizer, data_dir: Path, export, chat_cfg) -> Probe:
     import torch
 
     from ftg.gguf_check import reference_placement
     from ftg.gguf_make import count_parameters
-    from ftg.models import load_causal_lm, load_tokenizer
+    from ftg.models import load_causal_lm
 
     started = time.time()
     conversations, train, held = probe_conversations(data_dir, export.ladder_conversations)
-    tokenizer = load_tokenizer(merged)
     usable, sequences, rows = [], [], []
     for messages in conversations:
         try:
