@@ -61,7 +61,7 @@ if not exist "%VPY%" (
 :have_python
 "%VPY%" -m pip install -q --disable-pip-version-check --upgrade pip
 
-rem FTG_TORCH=skip installs no torch (the wine test does: PyPI's Windows torch 2.13 pulls about 3 GB of CUDA wheels).
+rem FTG_TORCH=skip installs no torch (the wine test does: wine 8.0 cannot import torch without KMP_AFFINITY=disabled).
 if /i "%FTG_TORCH%"=="skip" (echo Skipping torch ^(FTG_TORCH=skip^): training and merging will not run. & goto :after_torch)
 where nvidia-smi >nul 2>&1
 if "%ERRORLEVEL%"=="0" (

@@ -16,8 +16,9 @@ What stands in for what (wine has neither network nor Windows 10's tar.exe):
   library needs for ProcessPrng (safetensors, tokenizers, pydantic_core, hf_xet): tests/winstub/bcryptprimitives_shim.c.
   Python, the wheels and the project are untouched.
 - torch is left out (FTG_TORCH=skip), and so are the packages that require it (peft, trl, accelerate,
-  bitsandbytes): PyPI's win_amd64 torch 2.13 pulls about 3 GB of CUDA wheels. Chat, data and the model folder
-  need none of them.
+  bitsandbytes): chat, data and the model folder need none of them. (Tried once by hand, stop 30: the 122 MB CPU
+  wheel installs, and `import torch` stops in its OpenMP runtime, "GetNumaNodeProcessorMaskEx() failed", unless
+  KMP_AFFINITY=disabled; see dev_log.txt.)
 """
 
 from __future__ import annotations
