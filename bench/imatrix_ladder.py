@@ -135,8 +135,7 @@ def main() -> int:
                       "marker": r["style"]["marker_share"], "distance": r["style"]["distance"],
                       "greedy_same": sum(g["same"] for g in r["greedy"]), "kept": r["keeps_style"]}
                      for r in [ladder["baseline"] | {"keeps_style": None}, *ladder["rows"]]]}
-    out_file.write_text(json.dumps(results, indent=1, ensure_ascii=False),
-                                                     encoding="utf-8")
+    out_file.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
     for key, result in results.items():
         print(f"\n{key}: chose {result['choice']} ({result['reason']})")
         for r in result["rows"]:

@@ -259,8 +259,8 @@ def build_reference(cfg, merged: Path, tokenizer, n_params: int):
         return None
     conversations, source = gguf_check.check_conversations(cfg.paths.data_dir / EVAL_FILE, export.verify_prompts)
     print(f"Checking against the merged model on {len(conversations)} conversations from {source}...")
-    return gguf_check.build_reference(merged, tokenizer, conversations, source, export.verify_tokens, export.reply_tokens,
-                                      n_params)
+    return gguf_check.build_reference(merged, tokenizer, conversations, source, export.verify_tokens,
+                                      export.reply_tokens, n_params)
 
 
 def check_file(report: dict, reference, path: Path, gguf_type: str, required: bool, export) -> dict:

@@ -164,8 +164,8 @@ def build_reference(merged: Path, tokenizer, conversations: list[list[dict]], so
         accepted.append(messages)
     if not sequences:
         print("  No eval conversation fits the chat template; using the built-in prompts instead.")
-        return build_reference(merged, tokenizer, FALLBACK_CONVERSATIONS, "built-in prompts", verify_tokens, reply_tokens,
-                               n_params)
+        return build_reference(merged, tokenizer, FALLBACK_CONVERSATIONS, "built-in prompts", verify_tokens,
+                               reply_tokens, n_params)
     device, dtype = reference_placement(n_params)
     model = load_causal_lm(merged, dtype=dtype).to(device).eval()
     log_probs = []
