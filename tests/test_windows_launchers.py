@@ -118,6 +118,23 @@ def read_calls(log: Path) -> list[dict]:
     return calls
 
 
+def boot_prefix(env: dict, root: Path) -> None:
+    """Make env's WINEPREFIX with one wineserver for the session (-p: it stays up; the fixture's teardown runs
+    wineserver -k). Without it each run started a wineserver and wine's services and waited for them to exit (about
+    2.5 s a run), and a run that began while the last one's server was going down once gave no output at all (CI,
+    stop 29). The services start here, writing to a file and not to a run's pipe, which Popen.communicate would
+    otherwise wait on until the session ends."""
+    start = time.monotonic()
+    Path(env["WINEPREFIX"]).mkdir()
+    subprocess.run([WINESERVER, "-p"], env=env, check=True, timeout=60)
+    boot_log = root / "wineboot.log"
+    with boot_log.open("wb") as log:
+        boot = subprocess.run([WINE, "wineboot", "--init"], env=env, stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT, timeout=300)
+    assert boot.returncode == 0, boot_log.read_text(errors="replace")
+    print(f"\nwineboot: {time.monotonic() - start:.1f} s")
+
+
 @pytest.fixture(scope="session")
 def wine(tmp_path_factory):
     missing = [name for name, ok in [("wine64", os.access(WINE, os.X_OK)), ("x86_64-w64-mingw32-gcc", MINGW_GCC),
@@ -126,19 +143,7 @@ def wine(tmp_path_factory):
         pytest.skip(f"needs {', '.join(missing)}: run tests/winstub/install_wine.sh (as root; .ci/run does)")
     wine = Wine(tmp_path_factory.mktemp("wine"))
     subprocess.run([MINGW_GCC, "-O2", "-Wall", "-o", str(wine.stub), str(STUB_SOURCE), "-lshell32"], check=True)
-    start = time.monotonic()
-    # One wineserver for the session (-p: it stays up). Without it each run started a wineserver and wine's services
-    # and waited for them to exit (about 2.5 s a run), and a run that began while the last one's server was going
-    # down once gave no output at all (CI, stop 29). The services start here, writing to a file and not to a run's
-    # pipe, which Popen.communicate would otherwise wait on until the session ends.
-    Path(wine.env["WINEPREFIX"]).mkdir()
-    subprocess.run([WINESERVER, "-p"], env=wine.env, check=True, timeout=60)
-    boot_log = wine.root / "wineboot.log"
-    with boot_log.open("wb") as log:
-        boot = subprocess.run([WINE, "wineboot", "--init"], env=wine.env, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=300)
-    assert boot.returncode == 0, boot_log.read_text(errors="replace")
-    print(f"\nwineboot: {time.monotonic() - start:.1f} s")
+    boot_prefix(wine.env, wine.root)
     yield wine
     subprocess.run([WINESERVER, "-k"], env=wine.env, timeout=60)
     shutil.rmtree(wine.root / "prefix", ignore_errors=True)  # about 700 MB of copied DLLs

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from test_chat import demo_gguf, events, greedy_reply  # noqa: F401  (demo_gguf: the session fixture)
+from test_windows_launchers import boot_prefix
 
 REPO = Path(__file__).resolve().parents[1]
 WINE = shutil.which("wine64") or "/usr/lib/wine/wine64"
@@ -139,16 +140,7 @@ def windows(tmp_path_factory):
         pytest.skip(f"needs {', '.join(missing)}: run tests/winstub/install_wine.sh and "
                     "tests/winstub/fetch_windows_wheels.sh (.ci/run does)")
     prefix = WinePrefix(tmp_path_factory.mktemp("winpy"))
-    start = time.monotonic()
-    # One wineserver for the session, as in test_windows_launchers.py: no server start and stop around each run.
-    (prefix.root / "prefix").mkdir()
-    subprocess.run([WINESERVER, "-p"], env=prefix.env, check=True, timeout=60)
-    boot_log = prefix.root / "wineboot.log"
-    with boot_log.open("wb") as log:  # wine's services inherit this file, not a pipe that a run would wait on
-        boot = subprocess.run([WINE, "wineboot", "--init"], env=prefix.env, stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=subprocess.STDOUT, timeout=300)
-    assert boot.returncode == 0, boot_log.read_text(errors="replace")
-    print(f"\nwineboot: {time.monotonic() - start:.1f} s")
+    boot_prefix(prefix.env, prefix.root)
     shimmed = install_wine8_shims(prefix.root / "prefix" / "drive_c" / "windows" / "system32", prefix.root / "shims")
     # vcomp140=n,b: the wheels' own Microsoft OpenMP runtime, as on Windows. Wine 8.0 puts its builtin vcomp140 in
     # place of the first copy loaded (scikit-learn's), under that copy's path, and hands the same module back for
