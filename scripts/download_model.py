@@ -77,15 +77,42 @@ ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tok
 
 
 def detect_vram_gib() -> float:
-    """Total memory of the first CUDA GPU in GiB, or 0 without one."""
+    """Total memory of this process's CUDA GPU in GiB (ftg/device_plan's detection, as training uses), or 0."""
     try:
-        import torch
+        from ftg.device_plan import detect_device  # imports torch: seconds, so only when the menu is shown
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_properties(0).total_memory / 1024**3
-    except Exception:  # a broken CUDA install must not stop the menu
-        pass
-    return 0.0
+        device, _, memory_bytes, _ = detect_device()
+    except Exception:  # a broken CUDA install (or none: the wine tests leave torch out) must not stop the menu
+        return 0.0
+    return memory_bytes / 1024**3 if device == "cuda" else 0.0
+
+
+def predict_training(cfg, folder: Path) -> dict:
+    """What ftg/device_plan predicts for training this model here with config.yaml's train settings (the plan that
+    finetune_gemma will make, unless the settings change): kept in models/selected_model.json for Studio."""
+    try:
+        from ftg.device_plan import detect_device, plan_device
+    except ImportError as missing:  # torch: prepare_venv installs it; the wine tests leave it out on purpose
+        print(f"No training prediction ({missing}); prepare_venv installs what it needs.")
+        return {}
+    from transformers import AutoConfig
+
+    device, device_name, memory_bytes, has_bf16 = detect_device()
+    plan = plan_device(AutoConfig.from_pretrained(folder), memory_bytes, cfg.train, device, device_name, has_bf16)
+    gib = 1024**3
+    return {"device": device_name, "memory_gib": round(memory_bytes / gib, 1),
+            "predicted_gib": round(plan.predicted_peak_bytes / gib, 1), "budget_gib": round(plan.budget_bytes / gib, 1),
+            "fits": plan.fits, "micro_batch": plan.micro_batch, "max_seq_len": plan.max_seq_len,
+            "method": "QLoRA" if plan.quantize_4bit else "LoRA", "notes": plan.notes}
+
+
+def say_prediction(prediction: dict) -> None:
+    if not prediction:
+        return
+    verdict = "fits" if prediction["fits"] else "may NOT fit: lower train.max_seq_len or choose a smaller model"
+    print(f"Training here ({prediction['device']}, {prediction['memory_gib']} GiB) is predicted to need "
+          f"{prediction['predicted_gib']} GiB at its peak ({prediction['method']}, micro-batch "
+          f"{prediction['micro_batch']} x {prediction['max_seq_len']} tokens): {verdict}.")
 
 
 SMALL_CARD_CHOICES = ("gemma-3-270m-it", "gemma-3-1b-it", "gemma-3-4b-it")
@@ -302,8 +329,10 @@ def run(cfg, choice_key: str | None = None, demo: bool = False, local: Path | No
         else:
             choice = ask_choice(detect_vram_gib())
         folder, repo = download(choice, models_dir), choice.repo
-    select_model(models_dir, folder, repo)
+    prediction = predict_training(cfg, folder)
+    select_model(models_dir, folder, repo, device_plan=prediction)
     print(f"Selected base model: {folder}")
+    say_prediction(prediction)
     print("Next: put your chat exports into dataset/ and run prepare_dataset.")
     return folder
 

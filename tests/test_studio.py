@@ -214,3 +214,26 @@ def test_the_export_step_offers_the_ladder_and_shows_its_choice(client, tmp_path
     assert cells[:6] == ["F16", "551", "100.0 %", "0.16", "88 %", "reference"]
     assert cells[6:12] == ["Q4_K_M", "261", "88.7 %", "0.14", "88 %", "no"]
     assert cells[12:18] == ["Q5_K_M ★", "268", "92.6 %", "0.15", "94 %", "yes"]
+
+
+def test_the_model_step_shows_the_device_plans_prediction_for_the_selected_model(project, client, tiny_gemma3_dir):
+    """download_model asks ftg/device_plan, with config.yaml's train settings, what training the chosen model here
+    will need; it keeps that in models/selected_model.json, and the model step shows it in both languages."""
+    import download_model
+    from transformers import AutoConfig
+
+    from ftg.config import load_config
+    from ftg.device_plan import detect_device, plan_device
+
+    project.write_text(project.read_text(encoding="utf-8") + "train:\n  max_seq_len: 256\n", encoding="utf-8")
+    assert download_model.main(["--local", str(tiny_gemma3_dir), "--config", str(project)]) == 0
+    prediction = readers.selected_model(project.parent / "models")["device_plan"]
+    device, name, memory, bf16 = detect_device()
+    plan = plan_device(AutoConfig.from_pretrained(tiny_gemma3_dir), memory, load_config(project).train, device, name,
+                       bf16)
+    assert prediction["max_seq_len"] == 256  # the user's setting, not the planner's own choice
+    assert prediction["predicted_gib"] == round(plan.predicted_peak_bytes / 1024**3, 1) and prediction["fits"]
+    client.get(f"/?token={TOKEN}")
+    english = client.get("/step/model").text
+    assert "micro-batch" in english and f"peak {prediction['predicted_gib']} GiB" in english
+    assert f"пик {prediction['predicted_gib']} ГиБ" in client.get("/step/model?lang=ru").text

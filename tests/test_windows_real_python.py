@@ -51,6 +51,15 @@ STEP_TIMEOUT_S = 300
 
 pytestmark = pytest.mark.slow  # wine, a real CPython and 160 MB of wheels: about 3.5 minutes on 2 cores
 WINSTUB = REPO / "tests" / "winstub"
+LOGS = REPO / ".ci" / "out" / "windows"  # each launcher's console output, kept as the test log of this run
+
+
+def keep_log(name: str, run: tuple) -> tuple:
+    """Write a launcher run's (rc, output, seconds) to .ci/out/windows/NAME.log and hand it back unchanged."""
+    rc, output, seconds = run
+    LOGS.mkdir(parents=True, exist_ok=True)
+    (LOGS / f"{name}.log").write_text(f"{output}\n[exit code {rc}, {seconds:.0f} s]\n", encoding="utf-8")
+    return run
 
 DRIVER = r"""@echo off
 cd /d "%FTG_TEST_CWD%"
@@ -163,7 +172,8 @@ def windows(tmp_path_factory):
         "FTG_PIP_WHEEL": win(next(WHEELS.glob("pip-*.whl"))), "FTG_TORCH": "skip",
         "PIP_FIND_LINKS": win(WHEELS), "PIP_NO_INDEX": "1",
     }
-    rc, output, seconds = prefix.run(project / "prepare_venv.bat", env=setup_env, timeout=SETUP_TIMEOUT_S)
+    rc, output, seconds = keep_log("prepare_venv", prefix.run(project / "prepare_venv.bat", env=setup_env,
+                                                              timeout=SETUP_TIMEOUT_S))
     yield prefix, project, (rc, output, seconds)
     subprocess.run([WINESERVER, "-k"], env=prefix.env, timeout=60)
     shutil.rmtree(prefix.root, ignore_errors=True)  # the prefix and the installed packages: about 1.5 GB
@@ -209,7 +219,7 @@ def test_every_package_imports_and_the_llama_runtime_dll_loads(windows):
 @pytest.fixture(scope="session")
 def registered_model(windows, demo_model_dir):
     prefix, project, _ = windows
-    return prefix.run(project / "download_model.bat", f'--local "{win(demo_model_dir)}"')
+    return keep_log("download_model", prefix.run(project / "download_model.bat", f'--local "{win(demo_model_dir)}"'))
 
 
 def test_download_model_local_registers_the_demo_model(registered_model):
@@ -220,7 +230,7 @@ def test_download_model_local_registers_the_demo_model(registered_model):
 
 def test_prepare_dataset_in_a_folder_with_spaces_and_cyrillic(windows, registered_model):
     prefix, project, _ = windows
-    rc, output, _ = prefix.run(project / "prepare_dataset.bat", cwd=project / "dataset")
+    rc, output, _ = keep_log("prepare_dataset", prefix.run(project / "prepare_dataset.bat", cwd=project / "dataset"))
     assert rc == 0, output
     assert (project / "data" / "train_dataset.jsonl").stat().st_size > 0
 
@@ -232,8 +242,8 @@ def test_chat_replies_through_the_windows_llama_runtime(windows, demo_gguf):  # 
     gguf = project / "output" / "демо.gguf"
     gguf.parent.mkdir(exist_ok=True)
     shutil.copy(demo_gguf, gguf)
-    rc, output, _ = prefix.run(project / "chat.bat", '--gguf "output\\демо.gguf" --temperature 0 --max-tokens 8',
-                               cwd=project, stdin="Привет! Как дела?\n/exit\n")
+    rc, output, _ = keep_log("chat", prefix.run(project / "chat.bat", '--gguf "output\\демо.gguf" --temperature 0 '
+                                                '--max-tokens 8', cwd=project, stdin="Привет! Как дела?\n/exit\n"))
     assert rc == 0, output
     assert "Running on CPU (this llama.cpp runtime was built without GPU support)" in output, output
     expected = greedy_reply(demo_gguf, [{"role": "user", "content": "Привет! Как дела?"}])

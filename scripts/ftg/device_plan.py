@@ -61,6 +61,12 @@ class DevicePlan:
     """Gemma-3n's per-layer embedding table stays in RAM (ftg.cpu_embeddings) instead of GPU memory."""
     predicted_peak_bytes: int
     notes: list[str] = field(default_factory=list)
+    budget_bytes: int = 0
+    """What the plan had to fit in: 85 % of the GPU's memory (room for the CUDA context), half the RAM on the CPU."""
+
+    @property
+    def fits(self) -> bool:
+        return self.predicted_peak_bytes <= self.budget_bytes
 
     @property
     def dtype(self) -> torch.dtype:
@@ -249,6 +255,7 @@ def plan_device(
         per_layer_embeddings_on_cpu=on_cpu,
         predicted_peak_bytes=peak(mb, sl, ckpt, on_cpu),
         notes=notes,
+        budget_bytes=int(budget),
     )
 
 

@@ -35,10 +35,10 @@ def resolve_model_dir(cfg) -> Path:
     return path
 
 
-def select_model(models_dir: Path, model_dir: Path, repo: str = "") -> None:
-    """Remember model_dir as the base model for the next stages."""
+def select_model(models_dir: Path, model_dir: Path, repo: str = "", device_plan: dict | None = None) -> None:
+    """Remember model_dir as the base model for the next stages (with download_model's training prediction)."""
     models_dir.mkdir(parents=True, exist_ok=True)
-    record = {"path": str(model_dir.resolve()), "repo": repo}
+    record = {"path": str(model_dir.resolve()), "repo": repo, "device_plan": device_plan or {}}
     write_json(models_dir / SELECTED_MODEL_FILE, record)
 
 

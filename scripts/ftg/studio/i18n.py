@@ -17,6 +17,12 @@ TEXT = {
     "vram": ("GPU memory on this computer", "Память видеокарты на этом компьютере"),
     "no_gpu": ("no NVIDIA GPU found: the small models train on the CPU, slowly",
                "видеокарта NVIDIA не найдена: маленькие модели учатся на процессоре, медленно"),
+    "plan": ("Training it here, as ftg/device_plan predicts with config.yaml's settings: {method}, micro-batch "
+             "{micro_batch} x {max_seq_len} tokens, peak {predicted_gib} GiB of {memory_gib} GiB ({device}).",
+             "Обучение этой модели здесь, по прогнозу ftg/device_plan с настройками config.yaml: {method}, "
+             "микро-батч {micro_batch} x {max_seq_len} токенов, пик {predicted_gib} ГиБ из {memory_gib} ГиБ ({device})."),
+    "plan_too_big": ("It may not fit: lower train.max_seq_len in config.yaml or choose a smaller model.",
+                     "Может не поместиться: уменьшите train.max_seq_len в config.yaml или выберите модель поменьше."),
     "needs": ("needs about", "нужно около"), "fits": ("fits", "помещается"), "too_big": ("too big", "не поместится"),
     "gated": ("licence click on Hugging Face", "нужно принять лицензию на Hugging Face"),
     "token": ("Hugging Face token (only for gated models; it is passed to the download and never stored or shown)",
