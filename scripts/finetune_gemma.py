@@ -99,15 +99,27 @@ class StopOnCtrlC(TrainerCallback):
     def __init__(self):
         self.requested = False
 
-    def install(self):
-        """Catch Ctrl-C; returns the handler it replaced (None where signals cannot be caught)."""
-        if threading.current_thread() is threading.main_thread():  # signal handlers only work there
-            return signal.signal(signal.SIGINT, self._handler)
-        return None
+    @staticmethod
+    def signals() -> list:
+        """SIGINT (Ctrl-C), and on Windows SIGBREAK: Studio's Stop sends Ctrl-Break (CTRL_BREAK_EVENT), because a
+        stage it starts in its own process group ignores Ctrl-C, and Python's default for SIGBREAK exits at once."""
+        return [getattr(signal, name) for name in ("SIGINT", "SIGBREAK") if hasattr(signal, name)]
+
+    def install(self) -> dict:
+        """Catch Ctrl-C (and Ctrl-Break); returns the handlers it replaced ({} where signals cannot be caught)."""
+        if threading.current_thread() is not threading.main_thread():  # signal handlers only work there
+            return {}
+        return {signum: signal.signal(signum, self._handler) for signum in self.signals()}
+
+    @staticmethod
+    def uninstall(previous: dict) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     def _handler(self, signum, frame):
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for other in self.signals():  # the second press quits
+            signal.signal(other, signal.default_int_handler)
         print("\nCtrl-C: finishing this step and saving a checkpoint (press Ctrl-C again to quit without saving)")
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -366,12 +378,11 @@ def train(cfg) -> tuple[Path, bool]:
     trainer = build_trainer(model, tokenizer, train_ds, eval_ds, plan, train_cfg, run_dir, callbacks,
                             eval_on_start=checkpoint is None)
     print(f"Training: TensorBoard logs in {run_dir / TENSORBOARD_DIR} (watch with check_tensorboard_runs)")
-    previous_handler = ctrl_c.install()
+    previous_handlers = ctrl_c.install()
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGINT, previous_handler)
+        ctrl_c.uninstall(previous_handlers)
         if writer:
             writer.close()
     finish(run_dir, record, trainer, guard, ctrl_c, state.is_main_process, train_cfg.learning_rate)

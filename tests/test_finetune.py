@@ -369,6 +369,24 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(tiny_gemma3_dir, tmp_path):
     assert int(checkpoints[-1].name.split("-")[1]) < 100  # saved at the interrupted step, not a scheduled one
 
 
+def test_ctrl_break_asks_for_the_checkpoint_too(monkeypatch):
+    """Studio's Stop on Windows sends CTRL_BREAK_EVENT (its stages run in their own process group, which ignores
+    Ctrl-C); Python raises that as SIGBREAK, whose default ends the process at once with no checkpoint. Linux has no
+    SIGBREAK, so SIGUSR1 stands in for it here; a recorder catches it if the stage does not."""
+    seen = []
+    previous_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    stop = finetune_gemma.StopOnCtrlC()
+    replaced = stop.install()
+    try:
+        signal.raise_signal(signal.SIGUSR1)
+        assert stop.requested and not seen
+    finally:
+        stop.uninstall(replaced)
+        signal.signal(signal.SIGUSR1, previous_usr1)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's own Ctrl-C handling is back
+
+
 def test_non_finite_gradients_are_skipped_then_training_stops_clearly(tiny_gemma3_dir, tmp_path, capsys):
     write_data(tmp_path / "data", n_train=40, n_eval=2)
     # A learning rate of 1e30 turns the LoRA weights into inf after the first update: every later step is NaN.
