@@ -20,7 +20,8 @@ TEXT = {
     "plan": ("Training it here, as ftg/device_plan predicts with config.yaml's settings: {method}, micro-batch "
              "{micro_batch} x {max_seq_len} tokens, peak {predicted_gib} GiB of {memory_gib} GiB ({device}).",
              "Обучение этой модели здесь, по прогнозу ftg/device_plan с настройками config.yaml: {method}, "
-             "микро-батч {micro_batch} x {max_seq_len} токенов, пик {predicted_gib} ГиБ из {memory_gib} ГиБ ({device})."),
+             "микро-батч {micro_batch} x {max_seq_len} токенов, пик {predicted_gib} ГиБ из {memory_gib} ГиБ "
+             "({device})."),
     "plan_too_big": ("It may not fit: lower train.max_seq_len in config.yaml or choose a smaller model.",
                      "Может не поместиться: уменьшите train.max_seq_len в config.yaml или выберите модель поменьше."),
     "needs": ("needs about", "нужно около"), "fits": ("fits", "помещается"), "too_big": ("too big", "не поместится"),
