@@ -374,6 +374,7 @@ def test_ctrl_break_asks_for_the_checkpoint_too(monkeypatch):
     Ctrl-C); Python raises that as SIGBREAK, whose default ends the process at once with no checkpoint. Linux has no
     SIGBREAK, so SIGUSR1 stands in for it here; a recorder catches it if the stage does not."""
     seen = []
+    previous_int = signal.getsignal(signal.SIGINT)
     previous_usr1 = signal.signal(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
     monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
     stop = finetune_gemma.StopOnCtrlC()
@@ -384,7 +385,7 @@ def test_ctrl_break_asks_for_the_checkpoint_too(monkeypatch):
     finally:
         stop.uninstall(replaced)
         signal.signal(signal.SIGUSR1, previous_usr1)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # pytest's own Ctrl-C handling is back
+    assert signal.getsignal(signal.SIGINT) is previous_int  # whatever handled Ctrl-C before training does again
 
 
 def test_non_finite_gradients_are_skipped_then_training_stops_clearly(tiny_gemma3_dir, tmp_path, capsys):
