@@ -91,16 +91,13 @@ def predict_training(cfg, folder: Path) -> dict:
     """What ftg/device_plan predicts for training this model here with config.yaml's train settings (the plan that
     finetune_gemma will make, unless the settings change): kept in models/selected_model.json for Studio."""
     try:
-        from ftg.device_plan import detect_device, plan_device
+        from ftg.device_plan import plan_here
     except ImportError as missing:  # torch: prepare_venv installs it; the wine tests leave it out on purpose
         print(f"No training prediction ({missing}); prepare_venv installs what it needs.")
         return {}
-    from transformers import AutoConfig
-
-    device, device_name, memory_bytes, has_bf16 = detect_device()
-    plan = plan_device(AutoConfig.from_pretrained(folder), memory_bytes, cfg.train, device, device_name, has_bf16)
+    plan = plan_here(folder, cfg.train)
     gib = 1024**3
-    return {"device": device_name, "memory_gib": round(memory_bytes / gib, 1),
+    return {"device": plan.device_name, "memory_gib": round(plan.memory_bytes / gib, 1),
             "predicted_gib": round(plan.predicted_peak_bytes / gib, 1), "budget_gib": round(plan.budget_bytes / gib, 1),
             "fits": plan.fits, "micro_batch": plan.micro_batch, "max_seq_len": plan.max_seq_len,
             "method": "QLoRA" if plan.quantize_4bit else "LoRA", "notes": plan.notes}

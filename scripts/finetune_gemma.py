@@ -45,7 +45,7 @@ import ftg  # noqa: F401  before transformers, which imports bitsandbytes: see f
 from transformers import TrainerCallback  # noqa: E402
 
 from ftg.config import add_config_arguments, config_from_args, describe
-from ftg.device_plan import detect_device, plan_device
+from ftg.device_plan import plan_here
 from ftg.errors import UserError, run_main
 from ftg.files import save_png
 from ftg.models import load_model_for_training, resolve_model_dir
@@ -339,7 +339,7 @@ def datasets(tokenizer, files: list[Path], max_seq_len: int, sample_prompts: int
 def train(cfg) -> tuple[Path, bool]:
     """Train (or resume) a LoRA adapter on data/*.jsonl; (the run folder, whether anything was trained)."""
     from accelerate import PartialState
-    from transformers import AutoConfig, set_seed
+    from transformers import set_seed
     from transformers.integrations import TensorBoardCallback
     from torch.utils.tensorboard import SummaryWriter
 
@@ -351,8 +351,7 @@ def train(cfg) -> tuple[Path, bool]:
         raise UserError(f"no training data: {', '.join(missing)} not found. Run prepare_dataset first.")
     if train_cfg.eval_every < 1:
         raise UserError(f"train.eval_every must be at least 1, not {train_cfg.eval_every}.")
-    device, device_name, memory, has_bf16 = detect_device()
-    plan = plan_device(AutoConfig.from_pretrained(model_dir), memory, train_cfg, device, device_name, has_bf16)
+    plan = plan_here(model_dir, train_cfg)
     print(f"Base model: {model_dir}\nDevice plan:\n{plan.describe()}")
     # The ranks of a multi-process run (accelerate launch); on the CPU only cpu=True makes them one gloo group, as
     # TrainingArguments(use_cpu=True) will: PartialState() there would give each rank "I am the only process".

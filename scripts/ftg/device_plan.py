@@ -286,6 +286,15 @@ def traded_away(chosen: tuple, fastest: tuple, peak, budget: float) -> list[str]
     return lines
 
 
+def plan_here(model_dir, train_cfg) -> DevicePlan:
+    """The plan for training model_dir on this machine: the one finetune_gemma trains with and download_model
+    predicts (reads the folder's config.json only)."""
+    from transformers import AutoConfig
+
+    device, device_name, memory_bytes, has_bf16 = detect_device()
+    return plan_device(AutoConfig.from_pretrained(model_dir), memory_bytes, train_cfg, device, device_name, has_bf16)
+
+
 def detect_device() -> tuple[str, str, int, bool]:
     """(device, name, memory bytes, has bf16) of this machine: the GPU of this process, or the CPU's total RAM.
 
