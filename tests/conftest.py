@@ -3,6 +3,11 @@
 Everything slow to build is cached under ~/.cache/finetune-gemma (FTG_CACHE_DIR), outside the repository, so a
 second test run, or a fresh clone on the same machine, reuses it. The tiny models use the real Gemma tokenizer
 (262,144 tokens) from the demo folder, so chat templates and token ids are the real ones.
+
+pytest.ini runs the suite in two pytest-xdist workers (most of it is one-threaded Python: loading tokenizers and
+models, converting, starting stage processes, pip under wine, so one worker leaves a core idle). Each worker has its
+own session, so the cached builds below take a lock (one_build_at_a_time), and pytest_collection_modifyitems keeps
+each test file on one worker and the tests of the one real fine-tune (sailor_run) together.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 from download_model import build_demo_model, demo_cache_dir
 from ftg.config import PROJECT_ROOT
@@ -24,6 +30,38 @@ from ftg.models import CACHE_DIR
 
 TINY_VERSION = 3
 """Bump when the tiny configs or their tokenizer files change, so cached folders are rebuilt (3: tokenizer.model)."""
+
+
+BUDGETS = PROJECT_ROOT / "bench" / "ci_budgets.json"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the groups into the tests' ids
+def pytest_collection_modifyitems(config, items):
+    """Work units for `--dist loadgroup`: a test file is one unit (its module fixtures are built once), except the
+    tests that read the sailor run, which form one unit so that the real fine-tune runs once. The units go out
+    slowest first by bench/ci_budgets.json, so the two workers end close together."""
+    budgets = json.loads(BUDGETS.read_text(encoding="utf-8"))["seconds_per_file"]
+    files_of: dict[str, set] = {}
+    for item in items:
+        group = "sailor_run" if "sailor_run" in item.fixturenames else item.path.stem
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
+        files_of.setdefault(group, set()).add(f"tests/{item.path.name}")
+    weight = {group: sum(budgets.get(name, 0) for name in files) for group, files in files_of.items()}
+    items.sort(key=lambda item: -weight[item.get_closest_marker("xdist_group").args[0]])  # stable: file order kept
+
+
+def one_build_at_a_time(build):
+    """For a session fixture that builds into CACHE_DIR: the two xdist workers may ask for it at once; the second
+    waits for the first's build, then finds it done (every build here checks for a finished folder first)."""
+
+    @functools.wraps(build)
+    def locked(*args, **kwargs):
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        with FileLock(CACHE_DIR / f".{build.__name__}.lock"):
+            return build(*args, **kwargs)
+
+    return locked
 
 
 def gpu_available() -> bool:
@@ -44,6 +82,7 @@ def tokenizer_of():
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def demo_model_dir() -> Path:
     """The real Gemma 3 270M as a float32 safetensors folder with Gemma's chat template and the Hub's tokenizer files
     (tokenizer.model beside tokenizer.json; built once, ~100 s)."""
@@ -123,12 +162,14 @@ def build_tiny_model(name: str, config, model_class_name: str, tokenizer_dir: Pa
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def tiny_gemma3_dir(demo_model_dir) -> Path:
     """A 2-layer random Gemma3ForCausalLM (hidden 64) with the real Gemma tokenizer and chat template."""
     return build_tiny_model(f"tiny-gemma3-v{TINY_VERSION}", tiny_gemma3_config(), "Gemma3ForCausalLM", demo_model_dir)
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def tiny_gguf(tiny_gemma3_dir) -> Path:
     """The 2-layer random Gemma 3 as an f16 GGUF (with the chat template): a model that answers unlike the 270M."""
     from ftg.gguf_make import convert_hf_to_gguf, count_parameters
@@ -141,10 +182,27 @@ def tiny_gguf(tiny_gemma3_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def tiny_gemma3n_dir(demo_model_dir) -> Path:
     """A 4-layer random Gemma3nForCausalLM (2 KV-shared layers) with the real Gemma tokenizer and chat template."""
     return build_tiny_model(f"tiny-gemma3n-v{TINY_VERSION}", tiny_gemma3n_config(), "Gemma3nForCausalLM",
                             demo_model_dir)
+
+
+@pytest.fixture(scope="session")
+@one_build_at_a_time
+def demo_gguf(demo_model_dir) -> Path:
+    """The demo model as a Q4_K_M GGUF with Gemma's chat template embedded, converted once by
+    ftg.gguf_make.ensure_base_gguf (the code chat --compare uses) into CACHE_DIR/demo-gguf-v<DEMO_VERSION>; its
+    base_model.json records the folder's fingerprint, so a later session reuses it."""
+    from download_model import DEMO_VERSION
+    from ftg.config import load_config
+    from ftg.gguf_make import ensure_base_gguf
+
+    # The demo's version in the name: each demo folder gets its own GGUF instead of converting over another's.
+    cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / f"demo-gguf-v{DEMO_VERSION}"},
+                                 "model": {"model": str(demo_model_dir)}})
+    return ensure_base_gguf(cfg, demo_model_dir)
 
 
 @pytest.fixture
@@ -157,6 +215,7 @@ def project_copy(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def hub_gemma3_mm_dir(demo_model_dir) -> Path:
     """google/gemma-3-4b-it's layout (Gemma3ForConditionalGeneration + SigLIP), tiny and random (tests/hub_layouts.py)."""
     from hub_layouts import gemma3_multimodal
@@ -165,6 +224,7 @@ def hub_gemma3_mm_dir(demo_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def hub_gemma3n_mm_dir(demo_model_dir) -> Path:
     """google/gemma-3n-E2B-it's layout (Gemma3nForConditionalGeneration), tiny and random; the timm vision tower is
     written as tensors under its real names, not instantiated (tests/hub_layouts.py)."""
@@ -174,6 +234,7 @@ def hub_gemma3n_mm_dir(demo_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+@one_build_at_a_time
 def hub_gemma4_mm_dir(demo_model_dir) -> Path:
     """google/gemma-4-E2B-it's layout (Gemma4ForConditionalGeneration), tiny and random, with a STAND-IN tokenizer:
     Gemma 3's vocabulary + Gemma 4's special tokens at their ids, in the Hub's file layout (tests/hub_layouts.py)."""

@@ -1,7 +1,6 @@
 """scripts/chat.py, driven with scripted input on the real Gemma 3 270M converted to GGUF.
 
-The demo folder is converted once by ftg.gguf_make.ensure_base_gguf (the same code --compare uses) into
-~/.cache/finetune-gemma/demo-gguf-v<DEMO_VERSION>; its base_model.json records the folder's fingerprint, so a later session reuses it.
+The demo folder is converted once by the demo_gguf fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,25 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from download_model import DEMO_VERSION
 from ftg.config import PROJECT_ROOT, load_config
-from ftg.gguf_make import ensure_base_gguf
 from ftg.gguf_run import fit_to_context, generate_reply, open_gguf, prompt_tokens, render_prompt
 from ftg.llama_runtime import open_model
-from ftg.models import CACHE_DIR
 from ftg.paths import BASE_GGUF, BASE_RECORD
 
 CHAT_SCRIPT = PROJECT_ROOT / "scripts" / "chat.py"
 GREEDY = ["--temperature", "0", "--max-tokens", "8"]
-
-
-@pytest.fixture(scope="session")
-def demo_gguf(demo_model_dir) -> Path:
-    """The demo model as a Q4_K_M GGUF with Gemma's chat template embedded (converted once, ~25 s)."""
-    # The demo's version in the name: each demo folder gets its own GGUF instead of converting over another's.
-    cfg = load_config(overrides={"paths": {"output_dir": CACHE_DIR / f"demo-gguf-v{DEMO_VERSION}"},
-                                 "model": {"model": str(demo_model_dir)}})
-    return ensure_base_gguf(cfg, demo_model_dir)
 
 
 def greedy_reply(gguf: Path, messages: list[dict], max_tokens: int = 8) -> str:

@@ -19,7 +19,6 @@ from ftg.gguf_make import count_parameters
 from ftg.llama_runtime import open_model
 from ftg.paths import CONVERTER_SCRIPT
 from ftg.tokenizer_model import TOKENIZER_MODEL
-from test_chat import demo_gguf  # noqa: F401  (the demo model's Q4_K_M GGUF, converted once per demo version)
 
 EMOJI_REPLIES = [
     "Ура, получилось! 🎉🦡",
@@ -49,7 +48,7 @@ def test_decode_check_fails_on_byte_tokens_typed_normal(tiny_gemma3_dir, tmp_pat
     assert found and "<0xF0>" in found[0] and "tokenizer.model" in found[0], problems(bad, 0.0)
 
 
-def test_emoji_replies_read_the_same_through_the_demo_gguf(demo_model_dir, demo_gguf, tokenizer_of):  # noqa: F811
+def test_emoji_replies_read_the_same_through_the_demo_gguf(demo_model_dir, demo_gguf, tokenizer_of):
     """HF's ids of emoji replies decode through the demo GGUF to the same text; and greedy on the HF model and on the
     GGUF continues a run of badgers with the same byte tokens (🦡 is 4 byte tokens) and the same text, no "<0x"."""
     import torch

