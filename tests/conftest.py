@@ -6,8 +6,8 @@ second test run, or a fresh clone on the same machine, reuses it. The tiny model
 
 pytest.ini runs the suite in two pytest-xdist workers (most of it is one-threaded Python: loading tokenizers and
 models, converting, starting stage processes, pip under wine, so one worker leaves a core idle). Each worker has its
-own session, so the cached builds below take a lock (one_build_at_a_time), and pytest_collection_modifyitems keeps
-each test file on one worker and the tests of the one real fine-tune (sailor_run) together.
+own session, so the cached builds below take a lock (one_build_at_a_time). A worker takes whole files (--dist
+loadfile), so a module fixture is built once: the one real fine-tune is test_style_acceptance.py's sailor_run.
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,20 +32,11 @@ TINY_VERSION = 3
 BUDGETS = PROJECT_ROOT / "bench" / "ci_budgets.json"
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the groups into the tests' ids
 def pytest_collection_modifyitems(config, items):
-    """Work units for `--dist loadgroup`: a test file is one unit (its module fixtures are built once), except the
-    tests that read the sailor run, which form one unit so that the real fine-tune runs once. The units go out
-    slowest first by bench/ci_budgets.json, so the two workers end close together."""
+    """`--dist loadfile` (pytest.ini) sends each test file whole to one worker, in the order collected: slowest file
+    first by bench/ci_budgets.json, so that the two workers end close together."""
     budgets = json.loads(BUDGETS.read_text(encoding="utf-8"))["seconds_per_file"]
-    files_of: dict[str, set] = {}
-    for item in items:
-        group = "sailor_run" if "sailor_run" in item.fixturenames else item.path.stem
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(group))
-        files_of.setdefault(group, set()).add(f"tests/{item.path.name}")
-    weight = {group: sum(budgets.get(name, 0) for name in files) for group, files in files_of.items()}
-    items.sort(key=lambda item: -weight[item.get_closest_marker("xdist_group").args[0]])  # stable: file order kept
+    items.sort(key=lambda item: -budgets.get(f"tests/{item.path.name}", 0))  # stable: a file's own order is kept
 
 
 def one_build_at_a_time(build):
@@ -241,52 +229,3 @@ def hub_gemma4_mm_dir(demo_model_dir) -> Path:
     from hub_layouts import gemma4_multimodal
 
     return gemma4_multimodal(demo_model_dir)
-
-
-@dataclass
-class SailorRun:
-    """The one fine-tune of the real Gemma 3 270M per test session (bench/style_acceptance.py, the sailor persona)."""
-
-    workdir: Path
-    """Its data/ and output/: runs/style-acceptance/, merged/, the GGUF files, gguf_report.json, report.html."""
-    stdout: str
-    stderr: str
-    returncode: int
-
-    @property
-    def output(self) -> Path:
-        return self.workdir / "output"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.output / "runs" / "style-acceptance"
-
-
-@pytest.fixture(scope="session")
-def sailor_run(demo_model_dir, tmp_path_factory) -> SailorRun:
-    """The real 270M trained once, through the whole chain (prepare -> train -> merge -> convert and check -> report),
-    by the style bench: about 7 minutes on 2 cores, the one real fine-tune in the suite. Every test that needs a
-    tuned 270M reads this run's files instead of training its own (test_style_acceptance, test_convert,
-    test_finetune).
-
-    The dataset is generated (bench/synthetic_exports.py): the learned voice ends every reply with "⚓", and the 12
-    prompts are held out. 30 steps, evaluated at steps 0, 15 and 30. The bench's pass-as-yours classifier is left out
-    (--train-replies 0: the marker is the acceptance here; CI: 1086 s with it, 917 s without), and one reply per
-    prompt shows the marker share (the bench's 3 are for the style distance's floor). No report.html: its style part
-    repeats the bench's sampling, and tests/test_report.py makes the 270M's page itself.
-    """
-    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
-    from synthetic_exports import ME_NAME, SIGNATURE, write_styled_dataset
-
-    root = tmp_path_factory.mktemp("sailor") / "чаты моряка"
-    held_out = write_styled_dataset(root / "dataset", 200, seed=7)
-    prompts = root / "prompts.txt"
-    prompts.write_text("\n".join(held_out[:12]) + "\n", encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "bench" / "style_acceptance.py"), "--dataset", str(root / "dataset"),
-         "--marker", SIGNATURE, "--prompts", str(prompts), "--me", ME_NAME, "--model", str(demo_model_dir),
-         "--workdir", str(root / "work"), "--steps", "30", "--eval-every", "15",
-         "--train-replies", "0", "--replies-per-prompt", "1", "--no-page-report"],
-        capture_output=True, text=True, encoding="utf-8",
-    )
-    return SailorRun(root / "work", result.stdout, result.stderr, result.returncode)

@@ -30,7 +30,6 @@ from ftg import gguf_make
 from ftg.gguf_check import check_conversations
 from conftest import build_tiny_model
 from lora_runs import TINY_LADDER, make_run
-from test_merge import load_strictly
 
 EVAL_LINES = [
     {"messages": [{"role": "user", "content": "Как прошли выходные?"},
@@ -140,41 +139,6 @@ def test_gemma3n_merges_converts_and_loads_but_fails_the_logit_check_loudly(tiny
     assert any("K/V in exactly the first 20 layers" in p for p in report["gemma3n_layout_problems"])
     assert row["logits"]["top1_agreement"] < 0.99
     assert not (out / "finetuned_gemma.gguf").exists()
-
-
-@pytest.mark.slow
-def test_gemma3_270m_end_to_end(sailor_run):
-    """The real 270M as the shared fine-tune left it (conftest's sailor_run: trained, merged, converted to F16 and
-    Q4_K_M by the chain): all checks pass, the figures are in the report, the merged model reloads strictly."""
-    assert sailor_run.returncode == 0, sailor_run.stderr[-3000:]
-    out = sailor_run.output
-    report = json.loads((out / "gguf_report.json").read_text(encoding="utf-8"))
-    assert report["status"] == "passed" and report["run_name"] == "style-acceptance"
-    f16, q4 = report["files"][:2]
-    assert (f16["type"], q4["type"]) == ("F16", "Q4_K_M")  # the ladder's first rung, checked like every file
-    assert f16["logits"]["top1_agreement_beyond_near_ties"] >= 0.99 and f16["logits"]["mean_kl"] < 0.01
-    for row in (f16, q4):
-        assert row["load"] and row["tokenizer"]["ok"] and row["reply"]["ok"] and row["decode"]["ok"]
-        # The sailor learned short replies that end the turn: both files must stop at <end_of_turn>.
-        assert row["reply"]["hf_stopped_at_end_of_turn"] and row["reply"]["stopped_at_end_of_turn"]
-        assert row["reply"]["text"].strip()
-    assert f16["reply"]["same_tokens_as_hf"] and f16["reply"]["text"] == report["reference"]["hf_reply"]
-    assert q4["size_bytes"] < 0.6 * f16["size_bytes"]
-    print(f"\n270M figures: F16 top-1 {f16['logits']['top1_agreement']:.4f} (beyond near ties "
-          f"{f16['logits']['top1_agreement_beyond_near_ties']:.4f}) KL {f16['logits']['mean_kl']:.2e} "
-          f"{f16['size_bytes']} B; Q4_K_M top-1 {q4['logits']['top1_agreement']:.4f} KL {q4['logits']['mean_kl']:.4f} "
-          f"{q4['size_bytes']} B; timings {report['timings']}")
-    # The main file is the ladder's choice, and it carries the style within the rule's tolerance of F16.
-    ladder = report["ladder"]
-    chosen = next((r for r in ladder["rows"] if r["type"] == ladder["choice"]), ladder["baseline"])
-    base_style, style = ladder["baseline"]["style"], chosen["style"]
-    assert style["distance"] <= base_style["distance"] + ladder["rule"]["style_tolerance"], ladder["reason"]
-    assert ladder["probe"]["marker"] == "⚓"  # found in the sailor's replies, no setting needed
-    assert style["marker_share"] >= base_style["marker_share"] - ladder["rule"]["marker_tolerance"]
-    print(f"ladder: {ladder['reason']}; " + ", ".join(
-        f"{r['type']} top-1 {r['assistant']['top1_agreement']:.3f} style {r['style']['distance']:.2f} marker "
-        f"{r['style']['marker_share']:.0%}" for r in [ladder["baseline"], *ladder["rows"]]))
-    load_strictly(out / "merged")
 
 
 def test_unknown_quant_is_one_clear_line(project_copy, capsys):

@@ -3,7 +3,6 @@ installs on Windows (and the Linux GPU set) comes as a wheel, so no compiler is 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
