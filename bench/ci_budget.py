@@ -5,10 +5,8 @@ more than 1.5x its recorded budget, or when a file with no budget took more than
 file, slowest first, with the ratio to its budget. Small files are judged against a floor of FLOOR_S, so that a 2 s
 file taking 4 s on a busy machine is not a failure.
 
-Budgets are seconds on the CI machine (2 cores, no GPU), alone on its cores, with the suite's two pytest-xdist
-workers (pytest.ini): a file's time includes sharing the cores with whatever the other worker runs beside it, so
-it is about 1.3x what the same file takes alone (`-n 0`). After a deliberate change of cost, record new ones from a
-clean run:
+Budgets are seconds on the CI machine (2 cores, no GPU), alone on its cores, in one pytest process (no -n). After a
+deliberate change of cost, record new ones from a clean run:
 
     .venv/bin/python -m pytest --junitxml=/tmp/junit.xml
     .venv/bin/python bench/ci_budget.py /tmp/junit.xml --record

@@ -440,7 +440,6 @@ def write_vk_export(folder: Path, n_messages: int, seed: int = 0, per_chat: int 
     import time as clock
 
     months = ["янв", "фев", "мар", "апр", "мая", "июн", "июл", "авг", "сен", "окт", "ноя", "дек"]
-    chats: list[list[str]] = []
     when, written = 1_700_000_000, 0
 
     def flush(peer: int, items: list[str]) -> None:
