@@ -49,7 +49,7 @@ from ftg.device_plan import plan_here
 from ftg.errors import UserError, run_main
 from ftg.files import save_png
 from ftg.models import load_model_for_training, resolve_model_dir
-from ftg.paths import (BEST_DIR, CHECKPOINT_PREFIX, EVAL_FILE, LOSS_PLOT, RUN_FILE, TENSORBOARD_DIR, TRAIN_FILE)
+from ftg.paths import BEST_DIR, CHECKPOINT_PREFIX, EVAL_FILE, LOSS_PLOT, RUN_FILE, TENSORBOARD_DIR, TRAIN_FILE
 from ftg.runs import (RunRecord, checkpoint_dirs, checkpoint_problem, checkpoint_step, choose_run, copy_adapter,
                       mark_latest, read_run, write_marker)
 from ftg.training_data import build_dataset, data_hash, prompt_and_reference, render_ids

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from ftg.config import PROJECT_ROOT, load_config
 from ftg.gguf_run import fit_to_context, generate_reply, open_gguf, prompt_tokens, render_prompt
 from ftg.llama_runtime import open_model

@@ -47,7 +47,7 @@ def sailor_run(demo_model_dir, tmp_path_factory) -> SailorRun:
     """The real 270M trained once, through the whole chain (prepare -> train -> merge -> convert and check -> report),
     by the style bench: about 9 minutes on 2 cores, the one real fine-tune in the suite. Every test that needs a
     tuned 270M is in this file and reads this run's files instead of training its own. A module fixture, not a
-    session one: pytest.ini's workers take whole files, so a reader elsewhere would train it again on the other.
+    session one: with `-n 2` a worker takes whole files, so a reader elsewhere would train it again on the other.
 
     The dataset is generated (bench/synthetic_exports.py): the learned voice ends every reply with "⚓", and the 12
     prompts are held out. 30 steps, evaluated at steps 0, 15 and 30. The bench's pass-as-yours classifier is left out
