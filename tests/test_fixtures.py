@@ -1,11 +1,25 @@
-"""Each model fixture loads strictly in transformers and generates with the real Gemma tokenizer."""
+"""Each model fixture loads strictly in transformers and generates with the real Gemma tokenizer; a test worker
+runs on its own cores."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
+from ftg.llama_runtime import usable_cores
 from ftg.models import load_causal_lm
+
+
+def test_a_test_worker_keeps_to_its_own_cores():
+    """`pytest -n 2` (CI): conftest pins each worker, so its torch and llama.cpp threads do not fight the other's."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or os.cpu_count() < workers:
+        pytest.skip("one worker, or fewer cores than workers: nothing is pinned")
+    mine = os.sched_getaffinity(0)
+    assert len(mine) <= os.cpu_count() // workers, mine
+    assert torch.get_num_threads() == len(mine) and usable_cores() == len(mine)
 
 
 @pytest.mark.parametrize("fixture_name", ["demo_model_dir", "tiny_gemma3_dir", "tiny_gemma3n_dir"])

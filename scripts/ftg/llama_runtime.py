@@ -42,6 +42,14 @@ _load_error: str | None = None
 _log_lines: deque[str] = deque(maxlen=20)  # llama.cpp's last messages, for the error line when a load fails
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity mask where the system has one (a container's cpuset, taskset,
+    a test worker pinned to its core), not the machine's count, so llama.cpp's threads do not fight for fewer cores."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 def _runtime():
     """(ffi, lib) of the loaded libllama; UserError(RUNTIME_MISSING + the cause) when it cannot be loaded."""
     global _ffi, _lib, _load_error, _log_callback
@@ -202,8 +210,7 @@ class Model:
             train = int(lib.llama_model_n_ctx_train(self._model)) or DEFAULT_N_CTX
             context.n_ctx = int(n_ctx) if n_ctx else min(train, DEFAULT_N_CTX)
             context.n_batch = context.n_ubatch = _BATCH
-            threads = max(1, os.cpu_count() or 1)
-            context.n_threads = context.n_threads_batch = threads
+            context.n_threads = context.n_threads_batch = usable_cores()
             self._ctx = lib.llama_init_from_model(self._model, context)
             if self._ctx == ffi.NULL:
                 self.close()
@@ -401,7 +408,7 @@ def quantize(src: Path, dst: Path, quant: str, tensor_types: dict[str, str] | No
         raise UserError(f"GGUF file not found: {src}")
     params = lib.llama_model_quantize_default_params()
     params.ftype = getattr(lib, "LLAMA_FTYPE_MOSTLY_" + quant)
-    params.nthread = max(1, os.cpu_count() or 1)
+    params.nthread = usable_cores()
     params.allow_requantize = True
     keep = []  # the pattern strings and imatrix buffers must outlive the call
     if tensor_types:
