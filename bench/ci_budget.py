@@ -5,14 +5,15 @@ more than 1.5x its recorded budget, or when a file with no budget took more than
 file, slowest first, with the ratio to its budget. Small files are judged against a floor of FLOOR_S, so that a 2 s
 file taking 4 s on a busy machine is not a failure.
 
-Budgets are seconds on the CI machine (2 cores, no GPU), alone on its cores, in one pytest process (no -n). After a
-deliberate change of cost, record new ones from a clean run:
+Budgets are seconds on the CI machine (2 cores, no GPU), alone on its cores, as .ci/run runs the suite: two
+pytest-xdist workers, each pinned to one core (tests/conftest.py). After a deliberate change of cost, record new ones
+from a clean run:
 
-    .venv/bin/python -m pytest --junitxml=/tmp/junit.xml
+    .venv/bin/python -m pytest -n 2 --junitxml=/tmp/junit.xml
     .venv/bin/python bench/ci_budget.py /tmp/junit.xml --record
 
 A file's time is the sum of its tests' times, each with its fixtures' setup: a session fixture is paid by the first
-test that asks for it, so moving tests between files moves that cost too.
+test on each worker that asks for it, so moving tests between files, or files between workers, moves that cost too.
 """
 
 from __future__ import annotations
