@@ -5,8 +5,9 @@ second test run, or a fresh clone on the same machine, reuses it. The tiny model
 (262,144 tokens) from the demo folder, so chat templates and token ids are the real ones.
 
 `pytest -n 2` (README, CI) runs the suite in two pytest-xdist workers, each pinned to its own cores
-(pin_this_worker_to_its_cores). Each worker has its own session, so the cached builds below take a lock (one_build_at_a_time). A worker takes whole files (--dist
-loadfile), so a module fixture is built once: the one real fine-tune is test_style_acceptance.py's sailor_run.
+(pin_this_worker_to_its_cores). Each worker has its own session, so the cached builds below take a lock
+(one_build_at_a_time). A worker takes whole files (--dist loadfile), so a module fixture is built once: the one real
+fine-tune is test_style_acceptance.py's sailor_run.
 """
 
 from __future__ import annotations

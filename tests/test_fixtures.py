@@ -15,8 +15,8 @@ from ftg.models import load_causal_lm
 def test_a_test_worker_keeps_to_its_own_cores():
     """`pytest -n 2` (CI): conftest pins each worker, so its torch and llama.cpp threads do not fight the other's."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers < 2 or os.cpu_count() < workers:
-        pytest.skip("one worker, or fewer cores than workers: nothing is pinned")
+    if workers < 2 or os.cpu_count() < workers or not hasattr(os, "sched_setaffinity"):
+        pytest.skip("one worker, fewer cores than workers, or no affinity (Windows): nothing is pinned")
     mine = os.sched_getaffinity(0)
     assert len(mine) <= os.cpu_count() // workers, mine
     assert torch.get_num_threads() == len(mine) and usable_cores() == len(mine)
